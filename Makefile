@@ -37,7 +37,7 @@ export: $(STAMP)
 
 ## nbdev-test: run every chapter as a test (cells flagged `#| slow` are left to the book build)
 nbdev-test: $(STAMP)
-	cd book && ../$(BIN)/nbdev_test --path . --n_workers 1 --do_print
+	$(BIN)/nbdev_test --n_workers 1 --do_print --timing
 
 ## book: build the executed website into _build/html
 book: $(STAMP)

@@ -7,9 +7,7 @@ cfg = ConfigParser(delimiters=["="])
 cfg.read("settings.ini", encoding="utf-8")
 cfg = cfg["DEFAULT"]
 
-licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable"]
-lic = licenses[cfg["license"]]
 
 setup(
     name=cfg["lib_name"],
@@ -20,12 +18,11 @@ setup(
     author=cfg["author"],
     author_email=cfg["author_email"],
     url=cfg["git_url"],
-    license=lic[0],
+    license={"apache2": "Apache-2.0"}[cfg["license"]],
     keywords=cfg["keywords"].split(),
     classifiers=[
         f"Development Status :: {statuses[int(cfg['status'])]}",
         f"Intended Audience :: {cfg['audience'].title()}",
-        f"License :: {lic[1]}",
         "Natural Language :: English",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

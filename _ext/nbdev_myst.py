@@ -12,7 +12,8 @@ import nbformat
 
 __all__ = ["parse_directives", "directive_tags", "strip_directives", "read_nbdev_notebook", "setup"]
 
-_DIRECTIVE = re.compile(r"^\s*#\|\s*(?P<name>[\w-]+)\s*(?::\s*(?P<value>.*?))?\s*$")
+# `#| name`, `#| name args` (nbdev style) or `#| name: value` (Quarto style)
+_DIRECTIVE = re.compile(r"^\s*#\|\s*(?P<name>[\w-]+)\s*:?\s*(?P<value>.*?)\s*$")
 _FALSE = {"false", "no", "0", "off"}
 
 

@@ -21,6 +21,8 @@ def _nb(*sources):
     [
         ("#| hide\nx = 1", ["remove-cell"]),
         ("#| default_exp corpus", ["remove-cell"]),
+        ("#|default_exp corpus\n", ["remove-cell"]),
+        ("#| export\n#| slow\ntrain()", []),
         ("#| eval: false\ntrain()", ["skip-execution"]),
         ("#| echo: false\nplot()", ["remove-input"]),
         ("#| output: false\nnoisy()", ["remove-output"]),
@@ -40,6 +42,8 @@ def test_directives_become_tags(source, tags):
 def test_code_after_directives_is_kept_verbatim():
     directives, code = parse_directives("#| export\n\n#| slow\ndef f():\n    #| not a directive here\n    return 1\n")
     assert directives == {"export": "", "slow": ""}
+    assert parse_directives("#| default_exp corpus")[0] == {"default_exp": "corpus"}
+    assert parse_directives("#| eval:false\nx")[0] == {"eval": "false"}
     assert code == "def f():\n    #| not a directive here\n    return 1\n"
 
 
