@@ -7,7 +7,7 @@ __all__ = ['WEIGHTS_NAME', 'SAFE_WEIGHTS_NAME', 'SAFE_INDEX_NAME', 'CONFIG_NAME'
            'atomic_save', 'ConfigMixin', 'CheckpointError', 'read_config', 'load_hf_state_dict', 'check_state_dict',
            'PreTrainedModel']
 
-# %% ../book/04a_weights.ipynb #16bac825
+# %% ../book/04a_weights.ipynb #4e997d78
 import json
 import os
 import tempfile
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
 
-# %% ../book/04a_weights.ipynb #a26770fc
+# %% ../book/04a_weights.ipynb #459b6b3b
 def _umask() -> int:
     "The process umask (read by setting it and putting it back)."
     mask = os.umask(0o022)
@@ -49,7 +49,7 @@ def _atomic_path(path):
         finally: os.close(dfd)
     except OSError: pass
 
-# %% ../book/04a_weights.ipynb #0dac0b3e
+# %% ../book/04a_weights.ipynb #3e5eff2c
 def atomic_write_bytes(data: bytes, path) -> Path:
     "Write `data` to `path` atomically: the old file stays intact until the new one is complete."
     with _atomic_path(path) as tmp: tmp.write_bytes(data)
@@ -64,7 +64,7 @@ def atomic_save(obj, path) -> Path:
     with _atomic_path(path) as tmp: torch.save(obj, tmp)
     return Path(path)
 
-# %% ../book/04a_weights.ipynb #407d9f32
+# %% ../book/04a_weights.ipynb #6d55ce5e
 class ConfigMixin:
     "`to_dict`/`from_dict` for config dataclasses whose field names are Hugging Face's."
     model_type: ClassVar[str] = ""  # `model_type` in config.json
@@ -90,7 +90,7 @@ class ConfigMixin:
                                  f"this checkpoint needs a different architecture")
         return cls(**{k: v for k, v in d.items() if k in names})
 
-# %% ../book/04a_weights.ipynb #9991d40c
+# %% ../book/04a_weights.ipynb #9453ddb6
 WEIGHTS_NAME, SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME, CONFIG_NAME = (
     "pytorch_model.bin", "model.safetensors", "model.safetensors.index.json", "config.json")
 
@@ -104,8 +104,9 @@ def _require_dir(directory) -> Path:
     "`directory` as a Path, or a FileNotFoundError saying what a model directory should hold."
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"model directory {str(directory)!r} does not exist: pass a directory holding "
-                                f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} (or {WEIGHTS_NAME}), e.g. one written by save_pretrained")
+        raise FileNotFoundError(f"model directory {str(directory)!r} does not exist: pass a local directory holding "
+                                f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} (or {WEIGHTS_NAME}), e.g. one written by "
+                                f"save_pretrained (nothing is downloaded from the Hugging Face Hub)")
     return directory
 
 def read_config(directory) -> dict:
@@ -117,7 +118,7 @@ def read_config(directory) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); fix or rewrite it (save_pretrained writes one)") from e
 
-# %% ../book/04a_weights.ipynb #5a567106
+# %% ../book/04a_weights.ipynb #6bca2b90
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     "Tensors of one safetensors file, or a ValueError if it cannot be read."
     try: return load_file(path)
@@ -151,7 +152,7 @@ def load_hf_state_dict(directory) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"no weights in {directory}: expected {SAFE_WEIGHTS_NAME}, {SAFE_INDEX_NAME} or "
                             f"{WEIGHTS_NAME}, found {present}. Copy the weights file next to {CONFIG_NAME}")
 
-# %% ../book/04a_weights.ipynb #03dae8c7
+# %% ../book/04a_weights.ipynb #334a7cbb
 def _listing(items, n: int = 12) -> str:
     "At most `n` items, then how many more."
     items = list(items)
@@ -173,7 +174,7 @@ def check_state_dict(model: nn.Module, sd: dict, source="the checkpoint"):
                  "class (e.g. BertModel for a directory without pre-training heads).")
     raise CheckpointError("\n".join(parts), missing, unexpected, mismatched)
 
-# %% ../book/04a_weights.ipynb #61d004ce
+# %% ../book/04a_weights.ipynb #ceae8f28
 def _untie(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     "Drop a tensor identical to an earlier one (tied weights); copy any that only partly share memory."
     out, seen, storages = {}, set(), set()
@@ -187,7 +188,7 @@ def _untie(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[k] = t.cpu()
     return out
 
-# %% ../book/04a_weights.ipynb #2a4e9352
+# %% ../book/04a_weights.ipynb #952a3676
 def _retie(model: nn.Module, sd: dict) -> dict:
     "Fill in names of tied parameters that the file stores under another name of the same tensor."
     groups = {}
@@ -198,7 +199,7 @@ def _retie(model: nn.Module, sd: dict) -> dict:
             for n in names: sd.setdefault(n, sd[have[0]])
     return sd
 
-# %% ../book/04a_weights.ipynb #e284094e
+# %% ../book/04a_weights.ipynb #b4171644
 class PreTrainedModel(nn.Module):
     "Base for models read from and written to Hugging Face model directories."
     config_class: ClassVar[type] = None  # the config dataclass this model is built from
