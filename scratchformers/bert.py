@@ -8,7 +8,7 @@ __all__ = ['BertConfig', 'BertEmbeddings', 'BertSelfAttention', 'BertSelfOutput'
            'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertPreTrainingHeads', 'BertForPreTrainingOutput',
            'BertForPreTraining']
 
-# %% ../book/04_bert.ipynb #6ba31d1c
+# %% ../book/04_bert.ipynb #a6e31e2a
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -20,7 +20,7 @@ from torch import nn
 from .attention import ATTN_IMPLEMENTATIONS, attend, merge_heads, padding_mask, split_heads
 from .weights import ConfigMixin, PreTrainedModel
 
-# %% ../book/04_bert.ipynb #4b146320
+# %% ../book/04_bert.ipynb #fd2f5e9c
 @dataclass
 class BertConfig(ConfigMixin):
     "Sizes and options of a BERT model; the field names are Hugging Face's."
@@ -74,7 +74,7 @@ class BertConfig(ConfigMixin):
         return cls(**{"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
                       "intermediate_size": 1024, "max_position_embeddings": 128, **kw})
 
-# %% ../book/04_bert.ipynb #54ae3049
+# %% ../book/04_bert.ipynb #9cd46ef2
 def _check_ids(name: str, ids: torch.Tensor, size: int, what: str):
     "Raise a ValueError if `ids` holds a value outside [0, size)."
     if ids.numel() and (ids.min() < 0 or ids.max() >= size):
@@ -87,7 +87,7 @@ def _check_like(name: str, t: torch.Tensor | None, input_ids: torch.Tensor):
         raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {tuple(input_ids.shape)}; "
                          f"they must match (one value per token)")
 
-# %% ../book/04_bert.ipynb #f962bd34
+# %% ../book/04_bert.ipynb #b1b0ad35
 class BertEmbeddings(nn.Module):
     "Token + position + segment embeddings, then LayerNorm and dropout."
     def __init__(self, config: BertConfig):
@@ -106,6 +106,8 @@ class BertEmbeddings(nn.Module):
         c = self.config
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+        if input_ids.dtype not in (torch.long, torch.int32):
+            raise TypeError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}")
         T = input_ids.size(1)
         if T > c.max_position_embeddings:
             raise ValueError(f"sequence length {T} exceeds max_position_embeddings={c.max_position_embeddings}: "
@@ -120,7 +122,7 @@ class BertEmbeddings(nn.Module):
             x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))  # (B, T, C)
 
-# %% ../book/04_bert.ipynb #94282572
+# %% ../book/04_bert.ipynb #546421dc
 class BertSelfAttention(nn.Module):
     "Multi-head self-attention with separate `query`, `key`, `value` weights computed in one matmul."
     def __init__(self, config: BertConfig):
@@ -143,7 +145,7 @@ class BertSelfAttention(nn.Module):
         y = attend(q, k, v, mask, dropout_p=p, implementation=c.attn_implementation)  # (B, nh, T, hs)
         return merge_heads(y)  # (B, T, C)
 
-# %% ../book/04_bert.ipynb #9edc4d98
+# %% ../book/04_bert.ipynb #3a39a8b4
 class BertSelfOutput(nn.Module):
     "Mix the heads, then dropout, residual and LayerNorm."
     def __init__(self, config: BertConfig):
@@ -167,7 +169,7 @@ class BertAttention(nn.Module):
         "Attention with the residual connection and LayerNorm: (B, T, C)."
         return self.output(self.self(x, mask), x)
 
-# %% ../book/04_bert.ipynb #2d5baaa1
+# %% ../book/04_bert.ipynb #2872489a
 class BertIntermediate(nn.Module):
     "The feed-forward network's first half: widen to `intermediate_size`, then GELU."
     def __init__(self, config: BertConfig):
@@ -203,7 +205,7 @@ class BertLayer(nn.Module):
         x = self.attention(x, mask)
         return self.output(self.intermediate(x), x)
 
-# %% ../book/04_bert.ipynb #2de3f610
+# %% ../book/04_bert.ipynb #3892ca49
 class BertEncoder(nn.Module):
     "A stack of `num_hidden_layers` encoder layers."
     def __init__(self, config: BertConfig):
@@ -241,7 +243,7 @@ def init_bert_weights(module: nn.Module, std: float = 0.02):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
 
-# %% ../book/04_bert.ipynb #c974c906
+# %% ../book/04_bert.ipynb #afce82d8
 @dataclass
 class BertModelOutput:
     "What `BertModel` returns."
@@ -258,7 +260,7 @@ def _bert_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     if attention_mask.all(): return None  # nothing to mask: let attention use its fastest kernel
     return padding_mask(attention_mask)  # (B, 1, 1, T)
 
-# %% ../book/04_bert.ipynb #77946c2f
+# %% ../book/04_bert.ipynb #2b05ceb9
 def _bert_hf_renames(sd: dict) -> dict:
     "Names of old BERT checkpoints to current ones: LayerNorm gamma/beta, buffers, the tied decoder bias."
     out = {}
@@ -302,7 +304,7 @@ class BertModel(PreTrainedModel):
             sd = {k.removeprefix("bert."): v for k, v in sd.items() if not k.startswith("cls.")}
         return sd
 
-# %% ../book/04_bert.ipynb #4c7bd966
+# %% ../book/04_bert.ipynb #d716c9e9
 class BertPredictionHeadTransform(nn.Module):
     "dense + GELU + LayerNorm, applied to each position before the MLM decoder."
     def __init__(self, config: BertConfig):
@@ -333,7 +335,7 @@ class BertPreTrainingHeads(nn.Module):
         self.predictions = BertLMPredictionHead(config)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
-# %% ../book/04_bert.ipynb #b2503214
+# %% ../book/04_bert.ipynb #9aad75d3
 @dataclass
 class BertForPreTrainingOutput:
     "What `BertForPreTraining` returns (Hugging Face's field names, plus the two loss parts)."
@@ -344,7 +346,7 @@ class BertForPreTrainingOutput:
     mlm_loss: torch.Tensor | None = None
     nsp_loss: torch.Tensor | None = None
 
-# %% ../book/04_bert.ipynb #bedace51
+# %% ../book/04_bert.ipynb #3804f470
 class BertForPreTraining(PreTrainedModel):
     "BERT with its MLM and NSP pre-training heads."
     config_class = BertConfig

@@ -262,6 +262,11 @@ def test_bad_input(tiny, call, match):
         call(tiny)
 
 
+def test_float_ids_rejected(tiny):
+    with pytest.raises(TypeError, match="integer token ids"):
+        tiny(torch.tensor([[1.0, 2.0]]))
+
+
 def test_untrained_loss_is_uniform_guess():
     torch.manual_seed(0)
     m = BertForPreTraining(BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
