@@ -73,6 +73,7 @@ def test_clean_review():
     ('She yelled "Run!" and ran. "Stop?" He stopped.', ['She yelled "Run!" and ran.', '"Stop?"', "He stopped."]),
     ("It was 'great.' I agree.", ["It was 'great.'", "I agree."]),
     ("no final punctuation here", ["no final punctuation here"]),
+    ("So did I. He said no. Then J. Smith came.", ["So did I.", "He said no.", "Then J. Smith came."]),
     ("First line\nsecond line.", ["First line", "second line."]),
     ("", []),
 ])
