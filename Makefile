@@ -12,7 +12,8 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export MPLBACKEND := Agg
+# tqdm.auto's notice that ipywidgets is absent (it falls back to text bars, which the book shows)
+export PYTHONWARNINGS := ignore:IProgress not found
 
 .PHONY: setup chromium export nbdev-test book test clean
 
