@@ -4,7 +4,7 @@
 __all__ = ['GPT2_ACTIVATIONS', 'GPT2Config', 'GPT2MLP', 'GPT2Block', 'GPT2ModelOutput', 'GPT2Model', 'CausalLMOutput',
            'causal_lm_loss', 'GPT2LMHeadModel', 'gpt2_from_hf', 'gpt2_to_hf']
 
-# %% ../book/05_gpt2.ipynb #cf7405e5
+# %% ../book/05_gpt2.ipynb #9fb419df
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -17,7 +17,7 @@ from torch import nn
 from .attention import ATTN_IMPLEMENTATIONS, MultiHeadAttention, causal_mask, padding_mask
 from .weights import ConfigMixin, PreTrainedModel
 
-# %% ../book/05_gpt2.ipynb #7d66245e
+# %% ../book/05_gpt2.ipynb #badbc0d9
 GPT2_ACTIVATIONS = {
     "gelu_new": partial(F.gelu, approximate="tanh"),  # GPT-2's GELU: the tanh approximation
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),  # the same, under its other HF name
@@ -88,7 +88,7 @@ class GPT2Config(ConfigMixin):
         "A 4-layer, 256-wide GPT-2 that trains on a CPU; pass the `vocab_size` of your tokenizer."
         return cls(**{"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 256, **kwargs})
 
-# %% ../book/05_gpt2.ipynb #1afa7df9
+# %% ../book/05_gpt2.ipynb #16d813d0
 class GPT2MLP(nn.Module):
     "The position-wise feed-forward network: widen, GELU, project back, dropout."
 
@@ -103,7 +103,7 @@ class GPT2MLP(nn.Module):
         "(B, T, C) -> (B, T, C)"
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C)
 
-# %% ../book/05_gpt2.ipynb #6bde7fe1
+# %% ../book/05_gpt2.ipynb #b1c824e7
 class GPT2Block(nn.Module):
     "Pre-LN decoder block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."
 
@@ -126,7 +126,7 @@ class GPT2Block(nn.Module):
         x = x + self.mlp(self.ln_2(x))
         return x, kv
 
-# %% ../book/05_gpt2.ipynb #c5e8e23f
+# %% ../book/05_gpt2.ipynb #8b5ac012
 @dataclass
 class GPT2ModelOutput:
     "Output of `GPT2Model` (Hugging Face's field names)."
@@ -134,7 +134,7 @@ class GPT2ModelOutput:
     past_key_values: tuple | None = None  # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
     hidden_states: tuple | None = None  # n_layer + 1 tensors (B, T, C), if output_hidden_states
 
-# %% ../book/05_gpt2.ipynb #124b97b1
+# %% ../book/05_gpt2.ipynb #20c2ec1d
 class GPT2Model(PreTrainedModel):
     "GPT-2 without a head: embeddings, `n_layer` pre-LN decoder blocks and a final LayerNorm."
     config_class = GPT2Config
@@ -201,7 +201,7 @@ class GPT2Model(PreTrainedModel):
         if output_hidden_states: hidden.append(x)
         return GPT2ModelOutput(x, tuple(presents) if use_cache else None, tuple(hidden) if output_hidden_states else None)
 
-# %% ../book/05_gpt2.ipynb #7e1be547
+# %% ../book/05_gpt2.ipynb #a1a56ea2
 def _check_input_ids(input_ids: torch.Tensor, config: GPT2Config) -> tuple[int, int]:
     "(B, T) of valid token ids, or a ValueError/TypeError saying what is wrong."
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int):
@@ -209,6 +209,8 @@ def _check_input_ids(input_ids: torch.Tensor, config: GPT2Config) -> tuple[int, 
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}; "
                          f"use input_ids[None] for a single sequence")
+    if torch.compiler.is_compiling():  # value checks would break the compiled graph
+        return input_ids.shape
     if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
         bad = input_ids[(input_ids < 0) | (input_ids >= config.vocab_size)].unique()[:5].tolist()
         raise ValueError(f"input_ids contain ids outside the vocabulary [0, {config.vocab_size}): {bad}; "
@@ -233,7 +235,7 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, cached + new "
                              f"tokens) = ({B}, {T_past + T}), one entry per token of input_ids"
                              + (" and of the cache" if T_past else ""))
-        if bool(attention_mask.all()):  # no padding: drop the mask
+        if not torch.compiler.is_compiling() and bool(attention_mask.all()):  # no padding: drop the mask
             attention_mask = None
     if attention_mask is None:
         if T_past == 0: return None, True  # the fastest path: SDPA's own causal mask
@@ -241,7 +243,7 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
         return causal_mask(T, T_past + T, device=device), False
     return padding_mask(attention_mask) & causal_mask(T, T_past + T, device=device), False  # (B, 1, T, T_past + T)
 
-# %% ../book/05_gpt2.ipynb #f66fc35c
+# %% ../book/05_gpt2.ipynb #ac080ae4
 @dataclass
 class CausalLMOutput:
     "Output of `GPT2LMHeadModel` (Hugging Face's field names)."
@@ -251,14 +253,33 @@ class CausalLMOutput:
     hidden_states: tuple | None = None  # n_layer + 1 tensors (B, T, C), if output_hidden_states
 
 
+class _CrossEntropy(torch.autograd.Function):
+    "`F.cross_entropy(logits, targets, ignore_index=-100)` with a one-formula backward: softmax - one-hot."
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # (N, V), (N,)
+        valid = targets != -100  # (N,)
+        t = targets.clamp_min(0)[:, None]  # (N, 1); ignored rows point at 0 and get weight 0
+        logp = torch.log_softmax(logits, dim=-1)  # (N, V)
+        ctx.save_for_backward(logp, t, valid)
+        return -(logp.gather(1, t).squeeze(1) * valid).sum() / valid.sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logp, t, valid = ctx.saved_tensors
+        w = (grad / valid.sum()) * valid  # (N,) weight of each row in the mean
+        g = torch.exp(logp).mul_(w[:, None])  # (N, V) w * softmax
+        return g.scatter_add_(1, t, -w[:, None]), None  # w * (softmax - one-hot)
+
+
 def causal_lm_loss(logits: torch.Tensor,  # (B, T, V)
                    labels: torch.Tensor,  # (B, T): the input ids, -100 where no prediction is wanted
                    ) -> torch.Tensor:
     "Mean cross-entropy of predicting labels[:, t + 1] from logits[:, t]."
     shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T); the last position predicts nothing
-    return F.cross_entropy(logits.flatten(0, 1).float(), shifted.flatten(), ignore_index=-100)
+    return _CrossEntropy.apply(logits.flatten(0, 1).float(), shifted.flatten())  # (B*T, V), (B*T,)
 
-# %% ../book/05_gpt2.ipynb #89a691ac
+# %% ../book/05_gpt2.ipynb #c0d0859d
 class GPT2LMHeadModel(PreTrainedModel):
     "GPT-2 with its language-model head (tied to the token embeddings) and next-token loss."
     config_class = GPT2Config
@@ -289,7 +310,7 @@ class GPT2LMHeadModel(PreTrainedModel):
                 position_ids: torch.Tensor | None = None,  # (B, T) or (T,); default T_past .. T_past + T - 1
                 output_hidden_states: bool = False,
                 ) -> CausalLMOutput:
-        "Next-token logits (B, T, vocab_size), and the loss if `labels` are given."
+        "Next-token logits (B, T, vocab_size; a view, use `.reshape`), and the loss if `labels` are given."
         if labels is not None:
             _check_labels(labels, input_ids, self.config.vocab_size)
         out = self.transformer(input_ids, attention_mask, past_key_values, use_cache, position_ids, output_hidden_states)
@@ -311,10 +332,10 @@ def _check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int
     if labels.shape != input_ids.shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)} (the model shifts them "
                          f"itself), got {tuple(labels.shape)}")
-    if not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
+    if not torch.compiler.is_compiling() and not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
         raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (ignored)")
 
-# %% ../book/05_gpt2.ipynb #002c3c92
+# %% ../book/05_gpt2.ipynb #311fd900
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _CAUSAL_BUFFERS = (".attn.bias", ".attn.masked_bias")  # masks stored by old checkpoints
 
