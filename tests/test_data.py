@@ -319,6 +319,7 @@ def test_max_length_too_small(bert, tokenized):
 @pytest.mark.parametrize("p", [0, 1, -0.1, 1.5])
 def test_masking_probability_outside_0_1(bert, p):
     with pytest.raises(ValueError, match="mlm_probability"): MLMCollator(bert.tokenizer, mlm_probability=p)
+    with pytest.raises(ValueError, match="mlm_probability"): prepare_bert_data(TINY, mlm_probability=p)
 
 
 def test_tokenizer_without_mask():
