@@ -156,6 +156,22 @@ def test_single_sentence_reviews_contribute_and_labels_stay_balanced():
         assert p.is_random == (p.b_review != p.review) and (p.is_random or p.b_start == p.a_end)
 
 
+def test_pairing_is_linear_in_the_number_of_reviews():
+    rng = random.Random(0)
+    reviews = [[rng.randint(3, 40) for _ in range(rng.randint(1, 20))] for _ in range(16_000)]
+    def cpu_seconds(n):
+        table = SentenceTable.from_dataset(_synthetic(reviews[:n]))
+        table.lengths, table.review_starts  # build the lists outside the timing
+        best = float("inf")
+        for _ in range(3):
+            t = time.process_time()
+            for _ in nsp_pairs(table, range(n), 128, random.Random(0)): pass
+            best = min(best, time.process_time() - t)
+        return best
+    small, large = cpu_seconds(2_000), cpu_seconds(16_000)
+    assert large / small < 16, f"8x the reviews took {large / small:.1f}x the time (quadratic would be 64x)"
+
+
 def test_truncate_pair():
     rng = random.Random(0)
     for _ in range(2000):
