@@ -4,7 +4,7 @@
 __all__ = ['GPT2_ACTIVATIONS', 'GPT2Config', 'GPT2MLP', 'GPT2Block', 'GPT2ModelOutput', 'GPT2Model', 'CausalLMOutput',
            'causal_lm_loss', 'GPT2LMHeadModel', 'gpt2_from_hf', 'gpt2_to_hf']
 
-# %% ../book/05_gpt2.ipynb #9fb419df
+# %% ../book/05_gpt2.ipynb #40d193d8
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -17,7 +17,7 @@ from torch import nn
 from .attention import ATTN_IMPLEMENTATIONS, MultiHeadAttention, causal_mask, padding_mask
 from .weights import ConfigMixin, PreTrainedModel
 
-# %% ../book/05_gpt2.ipynb #badbc0d9
+# %% ../book/05_gpt2.ipynb #4c0a85b1
 GPT2_ACTIVATIONS = {
     "gelu_new": partial(F.gelu, approximate="tanh"),  # GPT-2's GELU: the tanh approximation
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),  # the same, under its other HF name
@@ -88,7 +88,7 @@ class GPT2Config(ConfigMixin):
         "A 4-layer, 256-wide GPT-2 that trains on a CPU; pass the `vocab_size` of your tokenizer."
         return cls(**{"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 256, **kwargs})
 
-# %% ../book/05_gpt2.ipynb #16d813d0
+# %% ../book/05_gpt2.ipynb #5d0e6d8d
 class GPT2MLP(nn.Module):
     "The position-wise feed-forward network: widen, GELU, project back, dropout."
 
@@ -103,7 +103,7 @@ class GPT2MLP(nn.Module):
         "(B, T, C) -> (B, T, C)"
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C)
 
-# %% ../book/05_gpt2.ipynb #b1c824e7
+# %% ../book/05_gpt2.ipynb #2d74eb7a
 class GPT2Block(nn.Module):
     "Pre-LN decoder block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."
 
@@ -126,7 +126,7 @@ class GPT2Block(nn.Module):
         x = x + self.mlp(self.ln_2(x))
         return x, kv
 
-# %% ../book/05_gpt2.ipynb #8b5ac012
+# %% ../book/05_gpt2.ipynb #ed5a915a
 @dataclass
 class GPT2ModelOutput:
     "Output of `GPT2Model` (Hugging Face's field names)."
@@ -134,7 +134,7 @@ class GPT2ModelOutput:
     past_key_values: tuple | None = None  # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
     hidden_states: tuple | None = None  # n_layer + 1 tensors (B, T, C), if output_hidden_states
 
-# %% ../book/05_gpt2.ipynb #20c2ec1d
+# %% ../book/05_gpt2.ipynb #e6f4fc3e
 class GPT2Model(PreTrainedModel):
     "GPT-2 without a head: embeddings, `n_layer` pre-LN decoder blocks and a final LayerNorm."
     config_class = GPT2Config
@@ -201,7 +201,7 @@ class GPT2Model(PreTrainedModel):
         if output_hidden_states: hidden.append(x)
         return GPT2ModelOutput(x, tuple(presents) if use_cache else None, tuple(hidden) if output_hidden_states else None)
 
-# %% ../book/05_gpt2.ipynb #a1a56ea2
+# %% ../book/05_gpt2.ipynb #00c4edcf
 def _check_input_ids(input_ids: torch.Tensor, config: GPT2Config) -> tuple[int, int]:
     "(B, T) of valid token ids, or a ValueError/TypeError saying what is wrong."
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int):
@@ -243,7 +243,7 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
         return causal_mask(T, T_past + T, device=device), False
     return padding_mask(attention_mask) & causal_mask(T, T_past + T, device=device), False  # (B, 1, T, T_past + T)
 
-# %% ../book/05_gpt2.ipynb #ac080ae4
+# %% ../book/05_gpt2.ipynb #abdfe913
 @dataclass
 class CausalLMOutput:
     "Output of `GPT2LMHeadModel` (Hugging Face's field names)."
@@ -279,7 +279,7 @@ def causal_lm_loss(logits: torch.Tensor,  # (B, T, V)
     shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T); the last position predicts nothing
     return _CrossEntropy.apply(logits.flatten(0, 1).float(), shifted.flatten())  # (B*T, V), (B*T,)
 
-# %% ../book/05_gpt2.ipynb #c0d0859d
+# %% ../book/05_gpt2.ipynb #853570d5
 class GPT2LMHeadModel(PreTrainedModel):
     "GPT-2 with its language-model head (tied to the token embeddings) and next-token loss."
     config_class = GPT2Config
@@ -335,7 +335,7 @@ def _check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int
     if not torch.compiler.is_compiling() and not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
         raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (ignored)")
 
-# %% ../book/05_gpt2.ipynb #311fd900
+# %% ../book/05_gpt2.ipynb #75e752b2
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _CAUSAL_BUFFERS = (".attn.bias", ".attn.masked_bias")  # masks stored by old checkpoints
 
