@@ -33,9 +33,10 @@ def check_prompt(input_ids: torch.Tensor, max_new_tokens: int,
                  n_positions: int | None = None,  # the model's context length (None: unknown, not checked)
                  vocab_size: int | None = None):  # ids must be below it (None: not checked)
     "Raise if `input_ids` is not a non-empty (B, T) tensor of ids, or the prompt plus new tokens won't fit."
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
         what = f"a tensor of {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise TypeError(f"input_ids must be an integer torch.Tensor of token ids, got {what}")
+        raise TypeError(f"input_ids must be an integer torch.Tensor of token ids (int64), got {what}; "
+                        "convert it with torch.as_tensor(ids, dtype=torch.long)")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be 2-D (batch, time), got shape {tuple(input_ids.shape)}; "
                          "for a single prompt pass ids[None] (or ids.unsqueeze(0))")
@@ -46,8 +47,9 @@ def check_prompt(input_ids: torch.Tensor, max_new_tokens: int,
     if not (_is_int(max_new_tokens) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if n_positions is not None and T > n_positions:
+        keep = max(n_positions - max_new_tokens, 1)
         raise ValueError(f"the prompt has {T} tokens but the model reads at most n_positions={n_positions}; "
-                         f"shorten it, e.g. keep its last {max(n_positions - max_new_tokens, 1)} tokens: input_ids[:, -{max(n_positions - max_new_tokens, 1)}:]")
+                         f"shorten it, e.g. keep its last {keep} tokens: input_ids[:, -{keep}:]")
     if n_positions is not None and T + max_new_tokens > n_positions:
         raise ValueError(f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) = {T + max_new_tokens} tokens, "
                          f"more than the model's context n_positions={n_positions}; ask for at most "
