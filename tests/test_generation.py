@@ -106,6 +106,15 @@ def test_sampling_matches_transformers_with_the_same_seed(pair, kw):
     assert torch.equal(theirs, mine), _explain(theirs, mine)
 
 
+def test_generate_drives_a_transformers_model_too(pair):
+    # generate needs only model(ids, past_key_values=, use_cache=) -> .logits, .past_key_values
+    hf, _ = pair
+    prompts = _prompts(hf.config.vocab_size, B=2, seed=4)
+    theirs = _hf_generate(hf, prompts, 12, do_sample=False, eos_token_id=None)
+    assert torch.equal(generate(hf, prompts, 12), theirs)
+    assert torch.equal(generate(hf, prompts, 12, use_cache=False), theirs)
+
+
 # --- the cache ---------------------------------------------------------------------------------
 
 
