@@ -9,6 +9,7 @@ achieves: model FLOPs / step time / the GFLOP/s of a GEMM measured in the same r
     python benchmarks/train_step.py                          # all four models, 3 timed steps each
     python benchmarks/train_step.py --models gpt2-pocket bert-pocket --steps 10
     python benchmarks/train_step.py --models gpt2-pocket --compile   # torch.compile, reported separately
+    python benchmarks/train_step.py --threads 1 --timer cpu          # steadier on a machine shared with others
 
 Model FLOPs count the matmuls of the dense model (as in the PaLM paper's MFU): per token, forward,
 2 x (weights of every matmul, the tied output head included) + 4 x n_layer x T x C for attention;
