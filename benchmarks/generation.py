@@ -3,9 +3,13 @@
 Greedy decoding, no end-of-text stop, so every run produces exactly `--new-tokens` tokens. By default the
 model is a pocket-sized GPT-2 (4 layers, 256 wide) with random weights (speed does not depend on them);
 `--model-dir` loads a saved one instead (e.g. book/_artifacts/gpt2-pocket after chapter 6). Each
-configuration runs `--repeats` times and the fastest run counts. Example:
+configuration runs `--repeats` times and the fastest run counts. On a machine that other programs
+share, pass `--threads 1`: with its default threads PyTorch's small operations wait on each other and
+the timings become noise. Examples:
 
-    python benchmarks/generation.py --new-tokens 200 --batch 1
+    python benchmarks/generation.py --threads 1                  # pocket GPT-2, 200 new tokens
+    python benchmarks/generation.py --threads 1 --vocab-size 50257 --n-layer 12 --n-embd 768 \
+        --n-head 12 --n-positions 1024 --new-tokens 30 --repeats 1  # GPT-2 small shapes
 """
 import argparse
 import os
