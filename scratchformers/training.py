@@ -12,7 +12,7 @@ __all__ = ['CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'TINY_SCALE', 'BERT_PRESETS',
            'TrainResult', 'train', 'plot_history', 'RunPreset', 'get_preset', 'main_process_first', 'save_trained',
            'pretrain_bert', 'train_gpt2']
 
-# %% ../book/06_training.ipynb #059f6e43
+# %% ../book/06_training.ipynb #eb2e840a
 import contextlib
 import copy
 import json
@@ -38,7 +38,7 @@ from .gpt2 import GPT2Config, GPT2LMHeadModel
 from .tokenization import GPT2_EOS, save_tokenizer
 from .weights import atomic_save, atomic_write_text
 
-# %% ../book/06_training.ipynb #4ce5d0fc
+# %% ../book/06_training.ipynb #3b08f254
 @dataclass
 class TrainConfig:
     "How a run trains. Stored in every checkpoint, so that a resume can check it continues the same run."
@@ -55,7 +55,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     clip_grad_norm: float | None = 1.0  # clip the global gradient norm to this; None: no clipping
     eval_every: int = 0                 # steps between evaluations; 0: only at the end
-    eval_batches: int | None = None     # at most this many validation batches per evaluation
+    eval_batches: int | None = None     # cap on validation batches per evaluation (the last one reads all)
     save_every: int = 0                 # steps between checkpoints; 0: only at the end
     log_every: int = 0                  # steps between printed log lines; 0: none
     seed: int = 0                       # data order and dropout
@@ -97,7 +97,7 @@ def _check(ok: bool, msg: str):
     "Raise ValueError(msg) unless ok."
     if not ok: raise ValueError(msg)
 
-# %% ../book/06_training.ipynb #3ab2ffba
+# %% ../book/06_training.ipynb #f37cb1ba
 def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
     "Names of the parameters that get weight decay (matrices) and of those that don't (biases, norms, embeddings)."
     embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
@@ -115,7 +115,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
               {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
 
-# %% ../book/06_training.ipynb #4bb133ed
+# %% ../book/06_training.ipynb #f72a101b
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:
     "The fraction of the peak learning rate used at `step` (0-based): linear warm-up, then cosine decay."
     if step < warmup_steps: return (step + 1) / warmup_steps
@@ -132,7 +132,7 @@ def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim
                 min_lr_ratio=cfg.min_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
-# %% ../book/06_training.ipynb #4ef6d228
+# %% ../book/06_training.ipynb #2643208d
 class SkipSampler(Sampler):
     "The indices of `sampler` after the first `skip`: how a resumed run continues an epoch mid-way."
     def __init__(self, sampler: Sampler, skip: int = 0): self.sampler, self.skip = sampler, skip
@@ -149,7 +149,7 @@ def make_loader(dataset, batch_size: int, collate_fn=None, *, seed: int = 0, epo
                       collate_fn=collate_fn, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed + epoch))  # leaves the global RNG alone
 
-# %% ../book/06_training.ipynb #888d3812
+# %% ../book/06_training.ipynb #99fd45bb
 @dataclass
 class DistInfo:
     "Where this process sits in a (torchrun) job."
@@ -185,7 +185,7 @@ def mean_over_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     dist.all_reduce(x)
     return x / info.world_size
 
-# %% ../book/06_training.ipynb #d4cf367a
+# %% ../book/06_training.ipynb #3044c246
 def unwrap_model(model: nn.Module) -> nn.Module:
     "The plain model inside DistributedDataParallel and torch.compile wrappers."
     while True:
@@ -216,7 +216,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
     "Move every tensor of a batch dict to `device`."
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-# %% ../book/06_training.ipynb #d6349038
+# %% ../book/06_training.ipynb #cb4f1aa8
 def seed_everything(seed: int):
     "Seed Python's, NumPy's and PyTorch's generators."
     import numpy as np
@@ -246,7 +246,7 @@ def gather_rng_states(info: DistInfo) -> list[dict]:
     dist.all_gather_object(states, rng_state())
     return states
 
-# %% ../book/06_training.ipynb #dfae33bd
+# %% ../book/06_training.ipynb #43686776
 def forward_backward(model, batches, cfg: TrainConfig, device, info: DistInfo,
                      model_kwargs: dict | None = None) -> tuple[float, float]:
     "Gradients of one optimizer step (summed over `grad_accum_steps` micro-batches), clipped; returns (loss, grad norm)."
@@ -263,7 +263,7 @@ def forward_backward(model, batches, cfg: TrainConfig, device, info: DistInfo,
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm or math.inf).item()
     return loss, norm
 
-# %% ../book/06_training.ipynb #e4c34897
+# %% ../book/06_training.ipynb #1697dad6
 def _batch_size(batch: dict) -> int:
     "Number of examples in a batch dict."
     return len(next(v for v in batch.values() if torch.is_tensor(v)))
@@ -304,14 +304,14 @@ def bert_pretraining_metrics(batch: dict, out) -> dict[str, tuple]:
             "nsp_loss": (F.cross_entropy(nsp_logits, nsp, reduction="sum"), nsp.numel()),
             "nsp_accuracy": ((nsp_logits.argmax(-1) == nsp).sum(), nsp.numel())}
 
-# %% ../book/06_training.ipynb #ea8f0913
+# %% ../book/06_training.ipynb #c945b61c
 def unigram_cross_entropy(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
     "Cross-entropy (nats per token) on `eval_ids` of a model that always predicts the token frequencies of `train_ids`."
     counts = torch.bincount(train_ids.flatten(), minlength=vocab_size).double() + 1  # add-one smoothing
     log_probs = (counts / counts.sum()).log()
     return -log_probs[eval_ids.flatten()].mean().item()
 
-# %% ../book/06_training.ipynb #f3f48a33
+# %% ../book/06_training.ipynb #32abc7a0
 @dataclass
 class TrainState:
     "Where a run is: what a checkpoint needs besides the model, optimizer, scheduler and random state."
@@ -343,7 +343,7 @@ def save_checkpoint(path, model, optimizer, scheduler, state: TrainState, cfg: T
             "world_size": info.world_size}
     return atomic_save(ckpt, path)
 
-# %% ../book/06_training.ipynb #9f69f4a1
+# %% ../book/06_training.ipynb #8a89572e
 def read_checkpoint(path) -> dict:
     "A checkpoint written by `save_checkpoint`, with clear errors for a missing or unreadable file."
     path = Path(path)
@@ -382,7 +382,7 @@ def load_checkpoint(path, model, optimizer, scheduler, cfg: TrainConfig, info: D
         collate_fn.load_state_dict(ckpt["collator"])
     return TrainState(**ckpt["state"]), ckpt["rng"][info.rank]
 
-# %% ../book/06_training.ipynb #eaccc87a
+# %% ../book/06_training.ipynb #18ebf0a8
 class TrainingDiverged(FloatingPointError):
     "The loss or the gradient norm became NaN or infinite; the step that produced it was not applied."
 
@@ -425,7 +425,7 @@ def _log(msg: str, bar):
     if bar.disable: print(msg)
     else: bar.write(msg)
 
-# %% ../book/06_training.ipynb #49f97f10
+# %% ../book/06_training.ipynb #5ea2217f
 def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, eval_data=None, eval_collate_fn=None,
           metrics_fn=None, model_kwargs: dict | None = None, resume=False) -> TrainResult:
     "Train `model`, whose `model(**batch)` returns an object with `.loss`, on `train_data` as `cfg` says."
@@ -450,11 +450,11 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
     if rng is None: seed_everything(cfg.seed + info.rank)
     else: set_rng_state(rng)
 
-    def run_eval():
+    def run_eval(max_batches):
         loader = make_loader(eval_data, cfg.batch_size, eval_collate_fn, shuffle=False, drop_last=False,
                              rank=info.rank, world_size=info.world_size)
         if hasattr(eval_collate_fn, "set_epoch"): eval_collate_fn.set_epoch(0)  # the same masks every time
-        return evaluate(net, loader, metrics_fn, cfg.eval_batches, device=device, info=info,
+        return evaluate(net, loader, metrics_fn, max_batches, device=device, info=info,
                         mixed_precision=cfg.mixed_precision, model_kwargs=model_kwargs)
 
     bar = tqdm(total=total_steps, initial=state.step, disable=not (cfg.progress and info.is_main),
@@ -486,7 +486,7 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
                      f"{state.seconds / state.step:.2f} s/step", bar)
             done = state.step == total_steps
             if eval_data is not None and (done or (cfg.eval_every and state.step % cfg.eval_every == 0)):
-                metrics = run_eval()
+                metrics = run_eval(None if done else cfg.eval_batches)  # the last evaluation reads everything
                 state.history["eval"].append({"step": state.step, **metrics})
                 if info.is_main and (cfg.log_every or cfg.progress):
                     _log(f"step {state.step:>5}  validation  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), bar)
@@ -497,7 +497,7 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
     bar.close()
     return TrainResult(unwrap_model(net), state.history, state, total_steps, saved)
 
-# %% ../book/06_training.ipynb #e1667094
+# %% ../book/06_training.ipynb #d6a60a85
 def plot_history(history: dict, ax=None, title: str | None = None, smooth: int = 25):
     "Training loss (per step, and its running mean over `smooth` steps) and validation loss against the step."
     import matplotlib.pyplot as plt
@@ -515,7 +515,7 @@ def plot_history(history: dict, ax=None, title: str | None = None, smooth: int =
     ax.grid(alpha=0.3); ax.legend()
     return ax
 
-# %% ../book/06_training.ipynb #f07bbdb4
+# %% ../book/06_training.ipynb #f5afd89c
 @dataclass(frozen=True)
 class RunPreset:
     "A named recipe: chapter 2's data scale, a model size and TrainConfig settings."
@@ -528,16 +528,19 @@ TINY_SCALE = DataScale("tiny", n_reviews=60, bert_vocab_size=600, gpt2_vocab_siz
 _TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
 _TINY_GPT2 = dict(n_embd=32, n_layer=2, n_head=2, n_positions=32)
 
+_NO_DROPOUT_BERT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+_NO_DROPOUT_GPT2 = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
 BERT_PRESETS = {
-    "pocket": RunPreset("pocket", "pocket", dict(lr=1e-3, epochs=1, batch_size=32, warmup_ratio=0.06, weight_decay=0.01,
-                                                 eval_every=100, eval_batches=20)),
+    "pocket": RunPreset("pocket", "pocket", dict(lr=1e-3, epochs=1, batch_size=16, warmup_ratio=0.05, weight_decay=0.01,
+                                                 eval_every=100, eval_batches=10), _NO_DROPOUT_BERT),
     "full": RunPreset("full", "base", dict(lr=1e-4, epochs=1, batch_size=32, warmup_ratio=0.05, weight_decay=0.01,
                                            eval_every=1000, eval_batches=100, save_every=1000)),
     "tiny": RunPreset(TINY_SCALE, "pocket", dict(lr=1e-3, max_steps=6, batch_size=8, warmup_steps=2, eval_every=3), _TINY_BERT),
 }
 GPT2_PRESETS = {
-    "pocket": RunPreset("pocket", "pocket", dict(lr=1e-3, max_steps=1000, batch_size=8, warmup_steps=50, weight_decay=0.1,
-                                                 adam_betas=(0.9, 0.95), eval_every=100, eval_batches=20)),
+    "pocket": RunPreset("pocket", "pocket", dict(lr=1e-3, max_steps=1000, batch_size=4, warmup_steps=50, weight_decay=0.1,
+                                                 adam_betas=(0.9, 0.95), eval_every=100, eval_batches=25), _NO_DROPOUT_GPT2),
     "full": RunPreset("full", "small", dict(lr=6e-4, max_steps=1000, batch_size=8, grad_accum_steps=4, warmup_steps=100,
                                             weight_decay=0.1, adam_betas=(0.9, 0.95), eval_every=100, eval_batches=50,
                                             save_every=100)),
@@ -567,7 +570,7 @@ def save_trained(result: TrainResult, tokenizer, directory) -> Path:
     atomic_write_text(json.dumps(result.history, indent=1) + "\n", directory / "history.json")
     return directory
 
-# %% ../book/06_training.ipynb #c0147184
+# %% ../book/06_training.ipynb #8040d0f1
 def pretrain_bert(preset: str = "pocket", out_dir=None, *, data=None, resume=False, cache_dir=None,
                   **overrides) -> TrainResult:
     "Pretrain BERT (MLM + NSP) on IMDb as `preset` says; save model, tokenizer and history to `out_dir`."
