@@ -12,7 +12,7 @@ __all__ = ['CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'TINY_SCALE', 'BERT_PRESETS',
            'TrainResult', 'train', 'plot_history', 'RunPreset', 'get_preset', 'main_process_first', 'save_trained',
            'pretrain_bert', 'train_gpt2']
 
-# %% ../book/06_training.ipynb #eb2e840a
+# %% ../book/06_training.ipynb #d576ea16
 import contextlib
 import copy
 import json
@@ -38,7 +38,7 @@ from .gpt2 import GPT2Config, GPT2LMHeadModel
 from .tokenization import GPT2_EOS, save_tokenizer
 from .weights import atomic_save, atomic_write_text
 
-# %% ../book/06_training.ipynb #3b08f254
+# %% ../book/06_training.ipynb #5de726f8
 @dataclass
 class TrainConfig:
     "How a run trains. Stored in every checkpoint, so that a resume can check it continues the same run."
@@ -97,7 +97,7 @@ def _check(ok: bool, msg: str):
     "Raise ValueError(msg) unless ok."
     if not ok: raise ValueError(msg)
 
-# %% ../book/06_training.ipynb #f37cb1ba
+# %% ../book/06_training.ipynb #6b94fd65
 def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
     "Names of the parameters that get weight decay (matrices) and of those that don't (biases, norms, embeddings)."
     embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
@@ -115,7 +115,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
               {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
 
-# %% ../book/06_training.ipynb #f72a101b
+# %% ../book/06_training.ipynb #1f1a85b9
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:
     "The fraction of the peak learning rate used at `step` (0-based): linear warm-up, then cosine decay."
     if step < warmup_steps: return (step + 1) / warmup_steps
@@ -132,7 +132,7 @@ def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim
                 min_lr_ratio=cfg.min_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
-# %% ../book/06_training.ipynb #2643208d
+# %% ../book/06_training.ipynb #cbcba1f9
 class SkipSampler(Sampler):
     "The indices of `sampler` after the first `skip`: how a resumed run continues an epoch mid-way."
     def __init__(self, sampler: Sampler, skip: int = 0): self.sampler, self.skip = sampler, skip
@@ -149,7 +149,7 @@ def make_loader(dataset, batch_size: int, collate_fn=None, *, seed: int = 0, epo
                       collate_fn=collate_fn, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed + epoch))  # leaves the global RNG alone
 
-# %% ../book/06_training.ipynb #99fd45bb
+# %% ../book/06_training.ipynb #58495c0b
 @dataclass
 class DistInfo:
     "Where this process sits in a (torchrun) job."
@@ -185,7 +185,7 @@ def mean_over_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     dist.all_reduce(x)
     return x / info.world_size
 
-# %% ../book/06_training.ipynb #3044c246
+# %% ../book/06_training.ipynb #8f95bc92
 def unwrap_model(model: nn.Module) -> nn.Module:
     "The plain model inside DistributedDataParallel and torch.compile wrappers."
     while True:
@@ -216,7 +216,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
     "Move every tensor of a batch dict to `device`."
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-# %% ../book/06_training.ipynb #cb4f1aa8
+# %% ../book/06_training.ipynb #27c39e2f
 def seed_everything(seed: int):
     "Seed Python's, NumPy's and PyTorch's generators."
     import numpy as np
@@ -246,7 +246,7 @@ def gather_rng_states(info: DistInfo) -> list[dict]:
     dist.all_gather_object(states, rng_state())
     return states
 
-# %% ../book/06_training.ipynb #43686776
+# %% ../book/06_training.ipynb #fd5e6ffd
 def forward_backward(model, batches, cfg: TrainConfig, device, info: DistInfo,
                      model_kwargs: dict | None = None) -> tuple[float, float]:
     "Gradients of one optimizer step (summed over `grad_accum_steps` micro-batches), clipped; returns (loss, grad norm)."
@@ -263,7 +263,7 @@ def forward_backward(model, batches, cfg: TrainConfig, device, info: DistInfo,
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm or math.inf).item()
     return loss, norm
 
-# %% ../book/06_training.ipynb #1697dad6
+# %% ../book/06_training.ipynb #518726d3
 def _batch_size(batch: dict) -> int:
     "Number of examples in a batch dict."
     return len(next(v for v in batch.values() if torch.is_tensor(v)))
@@ -304,14 +304,14 @@ def bert_pretraining_metrics(batch: dict, out) -> dict[str, tuple]:
             "nsp_loss": (F.cross_entropy(nsp_logits, nsp, reduction="sum"), nsp.numel()),
             "nsp_accuracy": ((nsp_logits.argmax(-1) == nsp).sum(), nsp.numel())}
 
-# %% ../book/06_training.ipynb #c945b61c
+# %% ../book/06_training.ipynb #5776a341
 def unigram_cross_entropy(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
     "Cross-entropy (nats per token) on `eval_ids` of a model that always predicts the token frequencies of `train_ids`."
     counts = torch.bincount(train_ids.flatten(), minlength=vocab_size).double() + 1  # add-one smoothing
     log_probs = (counts / counts.sum()).log()
     return -log_probs[eval_ids.flatten()].mean().item()
 
-# %% ../book/06_training.ipynb #32abc7a0
+# %% ../book/06_training.ipynb #37e21ef7
 @dataclass
 class TrainState:
     "Where a run is: what a checkpoint needs besides the model, optimizer, scheduler and random state."
@@ -343,7 +343,7 @@ def save_checkpoint(path, model, optimizer, scheduler, state: TrainState, cfg: T
             "world_size": info.world_size}
     return atomic_save(ckpt, path)
 
-# %% ../book/06_training.ipynb #8a89572e
+# %% ../book/06_training.ipynb #b99efde7
 def read_checkpoint(path) -> dict:
     "A checkpoint written by `save_checkpoint`, with clear errors for a missing or unreadable file."
     path = Path(path)
@@ -382,7 +382,7 @@ def load_checkpoint(path, model, optimizer, scheduler, cfg: TrainConfig, info: D
         collate_fn.load_state_dict(ckpt["collator"])
     return TrainState(**ckpt["state"]), ckpt["rng"][info.rank]
 
-# %% ../book/06_training.ipynb #18ebf0a8
+# %% ../book/06_training.ipynb #66f2310d
 class TrainingDiverged(FloatingPointError):
     "The loss or the gradient norm became NaN or infinite; the step that produced it was not applied."
 
@@ -425,7 +425,7 @@ def _log(msg: str, bar):
     if bar.disable: print(msg)
     else: bar.write(msg)
 
-# %% ../book/06_training.ipynb #5ea2217f
+# %% ../book/06_training.ipynb #3aae0af1
 def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, eval_data=None, eval_collate_fn=None,
           metrics_fn=None, model_kwargs: dict | None = None, resume=False) -> TrainResult:
     "Train `model`, whose `model(**batch)` returns an object with `.loss`, on `train_data` as `cfg` says."
@@ -497,7 +497,7 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
     bar.close()
     return TrainResult(unwrap_model(net), state.history, state, total_steps, saved)
 
-# %% ../book/06_training.ipynb #d6a60a85
+# %% ../book/06_training.ipynb #a3a27e43
 def plot_history(history: dict, ax=None, title: str | None = None, smooth: int = 25):
     "Training loss (per step, and its running mean over `smooth` steps) and validation loss against the step."
     import matplotlib.pyplot as plt
@@ -515,7 +515,7 @@ def plot_history(history: dict, ax=None, title: str | None = None, smooth: int =
     ax.grid(alpha=0.3); ax.legend()
     return ax
 
-# %% ../book/06_training.ipynb #f5afd89c
+# %% ../book/06_training.ipynb #06f1d802
 @dataclass(frozen=True)
 class RunPreset:
     "A named recipe: chapter 2's data scale, a model size and TrainConfig settings."
@@ -570,7 +570,7 @@ def save_trained(result: TrainResult, tokenizer, directory) -> Path:
     atomic_write_text(json.dumps(result.history, indent=1) + "\n", directory / "history.json")
     return directory
 
-# %% ../book/06_training.ipynb #8040d0f1
+# %% ../book/06_training.ipynb #b7d37a37
 def pretrain_bert(preset: str = "pocket", out_dir=None, *, data=None, resume=False, cache_dir=None,
                   **overrides) -> TrainResult:
     "Pretrain BERT (MLM + NSP) on IMDb as `preset` says; save model, tokenizer and history to `out_dir`."

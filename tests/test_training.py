@@ -87,6 +87,11 @@ def test_schedule_warms_up_then_decays():
     assert f == sorted(f[:10]) + sorted(f[10:], reverse=True)
 
 
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'huge'.*pocket, full, tiny"):
+        pretrain_bert("huge")
+
+
 def test_data_too_small_for_a_step(gpt2_data):
     with pytest.raises(ValueError, match="too small"):
         train(tiny_gpt2(), gpt2_data.train.select(range(3)), TrainConfig(batch_size=4, progress=False),
