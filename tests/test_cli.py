@@ -11,13 +11,7 @@ from scratchformers.cli import main
 from scratchformers.training import CHECKPOINT_NAME
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny models run much faster on one thread, above all when other jobs share the CPU."
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

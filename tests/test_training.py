@@ -21,13 +21,7 @@ from scratchformers.training import (CHECKPOINT_NAME, TINY_SCALE, TrainConfig, T
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny models run many times faster on one thread, and far more so when other jobs share the CPU."
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
