@@ -186,3 +186,18 @@ def test_front_page_shows_each_chapters_execution_time():
         _, _, _, runtime, status = rows[chapter]
         assert float(runtime) > 0, f"{chapter}: run time {runtime!r}"
         assert status == "✅", f"{chapter}: the build's execution did not succeed ({status!r})"
+
+
+# ---- exercises (sphinx-exercise): every chapter ends with a few, solutions folded away ----
+
+@pytest.mark.parametrize("chapter", [c for c in _chapters() if (ROOT / f"{c}.ipynb").exists()])
+def test_chapter_has_exercises_with_folded_solutions(chapter):
+    src = (HTML / f"{chapter}.html").read_text(encoding="utf-8")
+    exercises = re.findall(r'<div class="exercise[^"]*admonition[^"]*" id="([^"]+)"', src)
+    assert 3 <= len(exercises) <= 5, f"{chapter}: {len(exercises)} exercises (the book gives 3 to 5 per chapter)"
+    solutions = re.findall(r'<div class="solution([^"]*)"[^>]*>\s*<p class="admonition-title">'
+                           r'.*?href="#([^"]+)"', src, re.S)
+    solved = {target for _, target in solutions}
+    assert solved >= set(exercises), f"{chapter}: exercises without a solution: {set(exercises) - solved}"
+    unfolded = [target for classes, target in solutions if "dropdown" not in classes.split()]
+    assert not unfolded, f"{chapter}: solutions shown unfolded (add `:class: dropdown`): {unfolded}"
