@@ -142,5 +142,9 @@ def test_book_settings_render_exercises_citations_and_math(tmp_path):
     assert re.search(r'<script[^>]+src="\.\./_static/mathjax/tex-chtml\.js', page), "MathJax not served locally"
     assert (site / "_static" / "mathjax" / "tex-chtml.js").exists()
     front = (site / "book" / "index.html").read_text(encoding="utf-8")
-    assert re.search(r'(?s)<a class="xref doc reference internal" href="demo.html">.*?book/demo', front), (
-        "the execution-time table does not list the executed notebook")
+    table = re.search(r"(?s)<th[^>]*>\s*<p>Chapter</p>.*?</table>", front)
+    assert table, "no execution-time table on the front page"
+    assert "Modified" not in table.group(0) and "Method" not in table.group(0)
+    row = re.search(r'(?s)<tr[^>]*><td><p><a [^>]*href="demo.html"><span[^>]*>Demo chapter</span></a></p></td>'
+                    r'\s*<td><p>([0-9.]+)</p></td>\s*<td><p>✅</p></td>', table.group(0))
+    assert row and float(row.group(1)) > 0, f"the table does not list the executed notebook: {table.group(0)}"

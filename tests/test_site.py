@@ -66,7 +66,12 @@ def test_site_was_built():
     assert (HTML / "book" / "index.html").exists(), "no built book: run `make book` before the site checks"
 
 
-@pytest.mark.parametrize("chapter", _chapters())
+def _notebooks() -> list[str]:
+    "The chapters that are notebooks (the bibliography page is markdown and runs nothing)."
+    return [c for c in _chapters() if (ROOT / f"{c}.ipynb").exists()]
+
+
+@pytest.mark.parametrize("chapter", _notebooks())
 def test_chapter_page_renders_executed_outputs(chapter):
     page = HTML / f"{chapter}.html"
     assert page.exists(), f"{page} missing: run `make book`"
@@ -169,28 +174,34 @@ def test_every_citation_resolves_to_the_bibliography():
 
 # ---- the front page's reading path: how long each chapter takes, as measured by the build ----
 
+def _title(chapter: str) -> str:
+    h1 = re.search(r"<h1[^>]*>(.*?)<", (HTML / f"{chapter}.html").read_text(encoding="utf-8"), re.S)
+    assert h1, f"{chapter} has no title"
+    return html.unescape(h1.group(1)).strip()
+
+
 def test_front_page_shows_each_chapters_execution_time():
     "The `{nb-exec-table}` on the front page is filled by the build: one row per executed notebook."
     src = (HTML / "book" / "index.html").read_text(encoding="utf-8")
-    header = re.search(r"<th[^>]*>\s*<p>Run Time \(s\)</p>", src)
-    assert header, "the front page has no execution-time table (myst-nb's {nb-exec-table})"
+    header = re.search(r"<th[^>]*>\s*<p>Run time \(s\)</p>", src)
+    assert header, "the front page has no execution-time table (myst-nb's {nb-exec-table}, _ext/exec_table.py)"
     table = src[header.start():src.index("</table>", header.start())]
     rows = {}
     for row in re.findall(r"(?s)<tr[^>]*>(.*?)</tr>", table):
         cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"(?s)<td>(.*?)</td>", row)]
         if cells:
             rows[cells[0]] = cells
-    notebooks = [c for c in _chapters() if (ROOT / f"{c}.ipynb").exists()]
-    for chapter in notebooks:
-        assert chapter in rows, f"{chapter} is not in the front page's execution-time table: was it executed?"
-        _, _, _, runtime, status = rows[chapter]
+    for chapter in _notebooks():
+        title = _title(chapter)
+        assert title in rows, f"{chapter} ({title!r}) is not in the front page's execution-time table: was it executed?"
+        _, runtime, status = rows[title]
         assert float(runtime) > 0, f"{chapter}: run time {runtime!r}"
         assert status == "✅", f"{chapter}: the build's execution did not succeed ({status!r})"
 
 
 # ---- exercises (sphinx-exercise): every chapter ends with a few, solutions folded away ----
 
-@pytest.mark.parametrize("chapter", [c for c in _chapters() if (ROOT / f"{c}.ipynb").exists()])
+@pytest.mark.parametrize("chapter", _notebooks())
 def test_chapter_has_exercises_with_folded_solutions(chapter):
     src = (HTML / f"{chapter}.html").read_text(encoding="utf-8")
     exercises = re.findall(r'<div class="exercise[^"]*admonition[^"]*" id="([^"]+)"', src)
