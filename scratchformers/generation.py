@@ -248,6 +248,7 @@ def _decode(model, input_ids, attention_mask, max_new_tokens, pick, eos, pad, us
     return ids[:, :n]
 
 
+# %% ../book/07_generation.ipynb #03672c49
 class _FromConfig:
     "The default of `eos_token_id` and `pad_token_id`: take the model's (as transformers does)."
 
@@ -327,12 +328,10 @@ def generate(model: nn.Module,  # a causal LM: model(ids, past_key_values=, use_
         input_ids = input_ids.repeat_interleave(num_return_sequences, dim=0)
         if attention_mask is not None:
             attention_mask = attention_mask.repeat_interleave(num_return_sequences, dim=0)
-    if do_sample:
-        def pick(logits):
-            return sample_token(process_logits(logits.float(), temperature, top_k, top_p), generator)
-    else:
-        def pick(logits):
-            return logits.argmax(dim=-1)
+
+    def pick(logits):  # (B, V) -> (B,)
+        return choose_token(logits, do_sample, temperature, top_k, top_p, generator)
+
     was_training = model.training
     model.eval()
     try:
