@@ -31,8 +31,9 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
     "Raise if `temperature`, `top_k` or `top_p` is out of range."
     low_ok = 0 <= temperature if not do_sample and _is_real(temperature) else False
     if not _is_real(temperature) or not (0 < temperature or low_ok) or not temperature < math.inf:
-        raise ValueError(f"temperature must be a positive, finite number, got {temperature!r}; for "
-                         "deterministic decoding use do_sample=False (greedy) rather than temperature 0")
+        raise ValueError(f"temperature must be a positive, finite number, got {temperature!r}; "
+                         "for deterministic decoding use do_sample=False (greedy) rather than "
+                         "temperature 0")
     if top_k is not None and not (_is_int(top_k) and top_k >= 1):
         raise ValueError(f"top_k must be None (no limit) or an integer >= 1, got {top_k!r}")
     if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
@@ -42,15 +43,16 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
 def check_prompt(input_ids: torch.Tensor, max_new_tokens: int,
                  n_positions: int | None = None,  # the model's context length (None: not checked)
                  vocab_size: int | None = None):  # ids must be below it (None: not checked)
-    "Raise if `input_ids` is not a non-empty (B, T) tensor of ids, or prompt + new tokens won't fit."
+    "Raise unless `input_ids` is a non-empty (B, T) tensor of ids and prompt + new tokens fit."
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
         what = (f"a tensor of {input_ids.dtype}" if isinstance(input_ids, torch.Tensor)
                 else type(input_ids).__name__)
-        raise TypeError(f"input_ids must be an integer torch.Tensor of token ids (int64), got {what}; "
-                        "convert it with torch.as_tensor(ids, dtype=torch.long)")
+        raise TypeError("input_ids must be an integer torch.Tensor of token ids (int64), got "
+                        f"{what}; convert it with torch.as_tensor(ids, dtype=torch.long)")
     if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be 2-D (batch, time), got shape {tuple(input_ids.shape)}; "
-                         "for a single prompt pass ids[None] (or ids.unsqueeze(0))")
+        raise ValueError("input_ids must be 2-D (batch, time), got shape "
+                         f"{tuple(input_ids.shape)}; for a single prompt pass ids[None] "
+                         "(or ids.unsqueeze(0))")
     B, T = input_ids.shape
     if B == 0 or T == 0:
         raise ValueError(f"input_ids has shape {(B, T)}: give at least one prompt of at least one "
@@ -88,7 +90,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 # %% ../book/07_generation.ipynb #e41d49c3
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    "Keep the smallest set of most likely tokens whose probability reaches `p`; set the others to -inf."
+    "Keep the fewest most likely tokens whose probability reaches `p`; set the others to -inf."
     if p >= 1.0:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V), most likely first
@@ -118,7 +120,7 @@ def sample_token(logits: torch.Tensor, generator: torch.Generator | None = None)
 def choose_token(logits: torch.Tensor, do_sample: bool = False, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    "The next token of each row of `logits` (B, V): the argmax, or a sample from the processed distribution."
+    "The next token of each row of `logits` (B, V): the argmax, or a sample after processing."
     if not do_sample:
         return logits.argmax(dim=-1)  # (B,)
     return sample_token(process_logits(logits.float(), temperature, top_k, top_p), generator)
@@ -288,14 +290,16 @@ def _check_options(input_ids, do_sample, temperature, top_k, top_p, num_return_s
         raise ValueError(f"num_return_sequences={num_return_sequences} with greedy decoding gives "
                          "identical rows; pass do_sample=True to draw different ones")
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator (or None), got {type(generator).__name__}")
+        raise TypeError("generator must be a torch.Generator (or None), got "
+                        f"{type(generator).__name__}")
     if generator is not None and torch.device(generator.device).type != input_ids.device.type:
         raise ValueError(f"the generator is on {generator.device} but input_ids on "
                          f"{input_ids.device}; create it there: "
                          f"torch.Generator(device={str(input_ids.device)!r})")
     if not do_sample and (temperature not in (0, 1) or top_k is not None or top_p is not None):
         warnings.warn("temperature, top_k and top_p only shape sampling; greedy decoding "
-                      "(do_sample=False) ignores them. Pass do_sample=True to sample.", stacklevel=3)
+                      "(do_sample=False) ignores them. Pass do_sample=True to sample.",
+                      stacklevel=3)
 
 # %% ../book/07_generation.ipynb #c9af8e2e
 def generate(model: nn.Module,  # a causal LM: model(ids, past_key_values=, use_cache=) -> .logits
