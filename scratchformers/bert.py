@@ -76,7 +76,8 @@ class BertConfig(ConfigMixin):
 
 # %% ../book/04_bert.ipynb #9cd46ef2
 def _check_ids(name: str, ids: torch.Tensor, size: int, what: str):
-    "Raise a ValueError if `ids` holds a value outside [0, size)."
+    "Raise a ValueError if `ids` holds a value outside [0, size) (skipped inside torch.compile)."
+    if torch.compiler.is_compiling(): return  # value checks would break the compiled graph
     if ids.numel() and (ids.min() < 0 or ids.max() >= size):
         raise ValueError(f"{name} holds values in [{int(ids.min())}, {int(ids.max())}] but {what} has {size} "
                          f"entries (valid: 0..{size - 1}); check that the tokenizer and data match the model's config")
@@ -273,9 +274,11 @@ def _bert_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     "Checked boolean padding mask (B, 1, 1, T), or None when every token is real."
     if attention_mask is None: return None
     _check_like("attention_mask", attention_mask, input_ids)
-    if attention_mask.dtype != torch.bool and ((attention_mask != 0) & (attention_mask != 1)).any():
-        raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
-    if attention_mask.all(): return None  # nothing to mask: let attention use its fastest kernel
+    if not torch.compiler.is_compiling():  # value checks would break the compiled graph
+        if attention_mask.dtype != torch.bool and ((attention_mask != 0) & (attention_mask != 1)).any():
+            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got values "
+                             f"{attention_mask.unique()[:5].tolist()}")
+        if attention_mask.all(): return None  # nothing to mask: let attention use its fastest kernel
     return padding_mask(attention_mask)  # (B, 1, 1, T)
 
 # %% ../book/04_bert.ipynb #2b05ceb9

@@ -387,3 +387,18 @@ def test_all_labels_ignored_gives_zero_loss_and_zero_gradients(labelled_only):
 def test_more_bad_config_values(kw, match):
     with pytest.raises(ValueError, match=match):
         BertConfig(**kw)
+
+
+def test_compiles_without_graph_breaks():
+    "The input checks step aside inside torch.compile (fullgraph), as GPT-2's do; the numbers are unchanged."
+    torch.manual_seed(0)
+    m = BertForPreTraining(BertConfig(vocab_size=50, hidden_size=12, num_hidden_layers=1, num_attention_heads=3,
+                                      intermediate_size=16, max_position_embeddings=10)).eval()
+    ids = torch.randint(0, 50, (2, 6))
+    am = torch.ones_like(ids)
+    am[1, 4:] = 0
+    kw = dict(token_type_ids=torch.zeros_like(ids), attention_mask=am, labels=ids.masked_fill(am == 0, -100),
+              next_sentence_label=torch.tensor([0, 1]))
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
+    a, b = m(ids, **kw), compiled(ids, **kw)
+    assert _diff(a.loss, b.loss) <= 1e-6 and _diff(a.prediction_logits, b.prediction_logits) <= 1e-6

@@ -573,3 +573,14 @@ def test_eos_outside_the_vocabulary_still_loads(tmp_path):
     cfg = GPT2Config(vocab_size=50, n_positions=8, n_embd=12, n_layer=1, n_head=2, eos_token_id=50256)
     GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
     assert GPT2LMHeadModel.from_pretrained(tmp_path).config.eos_token_id == 50256
+
+
+def test_compiles_without_graph_breaks_with_positions_and_mask():
+    m = _tiny()
+    ids, am = _left_padded(101)
+    pos = _hf_positions(am)
+    labels = ids.masked_fill(am == 0, -100)
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
+    a = m(ids, attention_mask=am, position_ids=pos, labels=labels)
+    b = compiled(ids, attention_mask=am, position_ids=pos, labels=labels)
+    assert _maxdiff(a.logits, b.logits) <= 1e-6 and abs(a.loss.item() - b.loss.item()) <= 1e-6
