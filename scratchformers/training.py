@@ -641,7 +641,13 @@ def count_parameters(config) -> int:
         return embeddings + L * layer + heads
     raise TypeError(f"count_parameters takes a BertConfig or a GPT2Config, got {type(config).__name__}")
 
-def _gb(n: float) -> str: return f"{n / 1e9:.2f} GB"
+def _gb(n: float) -> str:
+    "A byte count for people: MB below a gigabyte, GB above."
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+def _duration(seconds: float) -> str:
+    "Seconds, minutes or hours, whichever reads best."
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 @dataclass
 class RunEstimate:
@@ -667,7 +673,7 @@ class RunEstimate:
              f"(weights {_gb(self.parameter_bytes)}, gradients {_gb(self.gradient_bytes)}, AdamW state "
              f"{_gb(self.optimizer_bytes)}, activations ~{_gb(self.activation_bytes)})")
         if self.tokens: s += f"; {self.tokens:,} tokens"
-        if self.seconds: s += f", about {self.seconds / 60:.1f} minutes at {self.tokens_per_s:,.0f} tokens/s"
+        if self.seconds: s += f", about {_duration(self.seconds)} at {self.tokens_per_s:,.0f} tokens/s"
         return s
 
 def estimate_run(model_or_config, cfg: TrainConfig, seq_len: int, total_steps: int | None = None, *,
@@ -816,7 +822,7 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
                     elif steps_now == 4 and main and (cfg.progress or cfg.log_every) and state.step < total_steps:
                         tps = (state.step - speed_from[1]) * tokens_per_step / (time.perf_counter() - speed_from[0])
                         _log(f"measured {tps:,.0f} tokens/s: the remaining {total_steps - state.step} steps take "
-                             f"about {(total_steps - state.step) * tokens_per_step / tps / 60:.1f} minutes "
+                             f"about {_duration((total_steps - state.step) * tokens_per_step / tps)} "
                              f"(evaluations not included)", bar)
                     if main and cfg.log_every and state.step % cfg.log_every == 0:
                         _log(f"step {state.step:>5}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  "
