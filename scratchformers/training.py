@@ -697,8 +697,8 @@ def estimate_run(model_or_config, cfg: TrainConfig, seq_len: int, total_steps: i
 
 # %% ../book/06_training.ipynb #3aae0af1
 def _seq_len(dataset, model) -> int:
-    "Tokens per example: the first example's length, else the model's context."
-    try: return len(dataset[0]["input_ids"])
+    "Tokens per example: the longest of the first 64 examples, else the model's context."
+    try: return max(len(dataset[i]["input_ids"]) for i in range(min(64, len(dataset))))
     except Exception:
         config = getattr(unwrap_model(model), "config", None)
         return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1)
