@@ -608,6 +608,10 @@ class RunRecords:
         record = {"train_config": asdict(cfg), "model_config": _model_config(model), **extra}
         atomic_write_text(json.dumps(record, indent=1, default=str) + "\n", self.dir / "run_config.json")
 
+    def start(self, fresh: bool):
+        "A fresh run starts a new metrics.jsonl; a resumed one appends to it."
+        if self.dir is not None and fresh: (self.dir / "metrics.jsonl").unlink(missing_ok=True)
+
     def metric(self, kind: str, record: dict):
         "Append one record (kind 'train', 'eval' or 'event') to metrics.jsonl."
         if self.dir is None: return
@@ -769,6 +773,7 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
     records, main = RunRecords(out_dir, info.is_main), info.is_main
     seq_len = _seq_len(train_data, model)
     tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * seq_len * info.world_size
+    records.start(fresh=not resume)
     records.config(cfg, model, precision=precision, device=str(device), total_steps=total_steps,
                    plan=state.plan, world_size=info.world_size, data_digest=data_digest, seq_len=seq_len)
     records.metric("event", {"event": "resume" if resume else "start", "step": state.step,

@@ -521,6 +521,9 @@ def test_run_records(cache, tmp_path, capsys):
     run_config = json.loads((out / "run_config.json").read_text())
     assert run_config["train_config"]["max_steps"] == 6 and run_config["model_config"]["n_layer"] == 2
     assert run_config["precision"] in ("fp32", "bf16") and run_config["total_steps"] == 6
+    training.train_gpt2("tiny", out, cache_dir=cache, progress=False, max_steps=2, eval_every=3)
+    kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert kinds == ["event", "train", "train", "eval"]  # a fresh run in the same directory starts a new file
 
 
 def test_history_is_current_at_each_evaluation(gpt2_data, tmp_path):
@@ -591,7 +594,8 @@ def test_full_preset_takes_two_steps_on_cpu(family, tmp_path, capsys):
     The presets' batches are too slow for CI on a CPU, so this test makes them smaller (the same models, context
     and code, less arithmetic): BERT-base's 32 pairs took ~45 s a step on one thread here (two steps ~90 s), the
     test uses 8; GPT-2 small's 8 windows x 4 accumulated micro-batches of 1024 tokens (32,768 tokens a step) would
-    take minutes a step, the test uses 1 window and no accumulation. Evaluation reads the first 4 validation
+    take minutes a step, the test uses 1 window and no accumulation (~50-70 s a step here, measured while seven
+    jobs shared the two cores; far less on a machine of its own). Evaluation reads the first 4 validation
     examples instead of thousands, for the same reason."""
     import dataclasses
     data = (prepare_bert_data if family == "bert" else prepare_gpt2_data)("full")
