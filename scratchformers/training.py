@@ -752,9 +752,11 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
             old = ckpt["train_config"]
             state.plan = [[0, old.get("max_steps") or old.get("epochs", 1) * (batches_per_epoch // cfg.grad_accum_steps)]]
         planned = state.plan[-1][1]
-        if total_steps != planned:
-            _check(total_steps > state.step, f"cannot resume into a run of {total_steps} steps: the checkpoint is "
-                   f"already at step {state.step}; give max_steps above {state.step} to train longer")
+        if total_steps < planned:  # shortening a plan is not supported: keep it, and say so
+            notes.append(f"note: the checkpoint's run plans {planned} steps; the {total_steps} asked for now are "
+                         f"fewer, so the run continues to step {planned} (to stop earlier, use stop_after)")
+            total_steps = planned
+        elif total_steps > planned:
             state.plan.append([state.step, total_steps])
             notes.append(f"re-planned: the run now ends at step {total_steps} instead of {planned}; from step "
                          f"{state.step} the learning rate follows a cosine from its current value down to "
