@@ -800,65 +800,62 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
                                 precision=precision)), bar)
     started = time.perf_counter()
     start, last_save, saved, stopped, steps_now, speed_from = started - state.seconds, started, None, None, 0, None
-    with StopSignals() as signals:
-        try:
-            while state.step < total_steps and stopped is None:
-                replay = state.batches_done if _must_replay(collate_fn) else 0
-                if (state.batches_done == 0 or replay) and hasattr(collate_fn, "set_epoch"): collate_fn.set_epoch(state.epoch)
-                batches = iter(make_loader(train_data, **data, epoch=state.epoch, skip_batches=state.batches_done - replay))
-                for _ in range(replay): next(batches)  # a collator that can't save its random state draws it again
-                while state.step < total_steps and state.batches_done + cfg.grad_accum_steps <= batches_per_epoch:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss, norm = forward_backward(net, batches, cfg, device, info, model_kwargs, precision)
-                    lr = scheduler.get_last_lr()[0]
-                    if not (math.isfinite(loss) and math.isfinite(norm)):
-                        raise _diverged(loss, norm, state.step + 1, cfg, ckpt_path)
-                    optimizer.step()
-                    scheduler.step()
-                    state.step += 1
-                    steps_now += 1
-                    state.batches_done += cfg.grad_accum_steps
-                    state.seconds = time.perf_counter() - start
-                    record = dict(step=state.step, epoch=state.epoch, loss=loss, lr=lr, grad_norm=norm,
-                                  seconds=state.seconds)
-                    state.history["train"].append(record)
-                    records.metric("train", record)
-                    bar.update()
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", refresh=False)
-                    if steps_now == 1: speed_from = (time.perf_counter(), state.step)  # after the first (slow) step
-                    elif steps_now == 4 and main and (cfg.progress or cfg.log_every) and state.step < total_steps:
-                        tps = (state.step - speed_from[1]) * tokens_per_step / (time.perf_counter() - speed_from[0])
-                        _log(f"measured {tps:,.0f} tokens/s: the remaining {total_steps - state.step} steps take "
-                             f"about {_duration((total_steps - state.step) * tokens_per_step / tps)} "
-                             f"(evaluations not included)", bar)
-                    if main and cfg.log_every and state.step % cfg.log_every == 0:
-                        _log(f"step {state.step:>5}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  "
-                             f"{state.seconds / state.step:.2f} s/step", bar)
-                    done = state.step == total_steps
-                    if eval_data is not None and (done or (cfg.eval_every and state.step % cfg.eval_every == 0)):
-                        metrics = run_eval(None if done else cfg.eval_batches)  # the last evaluation reads everything
-                        state.seconds = time.perf_counter() - start  # evaluations count in the wall time
-                        state.history["eval"].append({"step": state.step, **metrics, "seconds": state.seconds})
-                        records.metric("eval", state.history["eval"][-1])
-                        records.history(state.history, plot=True)
-                        if main:
-                            _log(f"step {state.step:>5}  validation  "
-                                 + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), bar)
-                    signal_, after, minutes, due = _stop_flags(signals, cfg, steps_now, started, last_save, info)
-                    stop = "signal" if signal_ else "stop_after" if after else "stop_after_minutes" if minutes else None
-                    if ckpt_path and (done or stop or due or (cfg.save_every and state.step % cfg.save_every == 0)):
-                        saved = save_checkpoint(ckpt_path, net, optimizer, scheduler, state, cfg, info, collate_fn,
-                                                data_digest) or saved
-                        last_save = time.perf_counter()
-                        records.history(state.history, plot=done and eval_data is None)
-                    if stop and not done:
-                        stopped = stop
-                        records.metric("event", {"event": "stopped", "reason": stop, "step": state.step})
-                        break
-                if state.batches_done + cfg.grad_accum_steps > batches_per_epoch:  # the epoch is over
-                    state.epoch, state.batches_done = state.epoch + 1, 0
-        finally:
-            bar.close()
+    with StopSignals() as signals, contextlib.closing(bar):
+        while state.step < total_steps and stopped is None:
+            replay = state.batches_done if _must_replay(collate_fn) else 0
+            if (state.batches_done == 0 or replay) and hasattr(collate_fn, "set_epoch"): collate_fn.set_epoch(state.epoch)
+            batches = iter(make_loader(train_data, **data, epoch=state.epoch, skip_batches=state.batches_done - replay))
+            for _ in range(replay): next(batches)  # a collator that can't save its random state draws it again
+            while state.step < total_steps and state.batches_done + cfg.grad_accum_steps <= batches_per_epoch:
+                optimizer.zero_grad(set_to_none=True)
+                loss, norm = forward_backward(net, batches, cfg, device, info, model_kwargs, precision)
+                lr = scheduler.get_last_lr()[0]
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    raise _diverged(loss, norm, state.step + 1, cfg, ckpt_path)
+                optimizer.step()
+                scheduler.step()
+                state.step += 1
+                steps_now += 1
+                state.batches_done += cfg.grad_accum_steps
+                state.seconds = time.perf_counter() - start
+                record = dict(step=state.step, epoch=state.epoch, loss=loss, lr=lr, grad_norm=norm,
+                              seconds=state.seconds)
+                state.history["train"].append(record)
+                records.metric("train", record)
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", refresh=False)
+                if steps_now == 1: speed_from = (time.perf_counter(), state.step)  # after the first (slow) step
+                elif steps_now == 4 and main and (cfg.progress or cfg.log_every) and state.step < total_steps:
+                    tps = (state.step - speed_from[1]) * tokens_per_step / (time.perf_counter() - speed_from[0])
+                    _log(f"measured {tps:,.0f} tokens/s: the remaining {total_steps - state.step} steps take "
+                         f"about {_duration((total_steps - state.step) * tokens_per_step / tps)} "
+                         f"(evaluations not included)", bar)
+                if main and cfg.log_every and state.step % cfg.log_every == 0:
+                    _log(f"step {state.step:>5}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  "
+                         f"{state.seconds / state.step:.2f} s/step", bar)
+                done = state.step == total_steps
+                if eval_data is not None and (done or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+                    metrics = run_eval(None if done else cfg.eval_batches)  # the last evaluation reads everything
+                    state.seconds = time.perf_counter() - start  # evaluations count in the wall time
+                    state.history["eval"].append({"step": state.step, **metrics, "seconds": state.seconds})
+                    records.metric("eval", state.history["eval"][-1])
+                    records.history(state.history, plot=True)
+                    if main:
+                        _log(f"step {state.step:>5}  validation  "
+                             + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), bar)
+                signal_, after, minutes, due = _stop_flags(signals, cfg, steps_now, started, last_save, info)
+                stop = "signal" if signal_ else "stop_after" if after else "stop_after_minutes" if minutes else None
+                if ckpt_path and (done or stop or due or (cfg.save_every and state.step % cfg.save_every == 0)):
+                    saved = save_checkpoint(ckpt_path, net, optimizer, scheduler, state, cfg, info, collate_fn,
+                                            data_digest) or saved
+                    last_save = time.perf_counter()
+                    records.history(state.history, plot=done and eval_data is None)
+                if stop and not done:
+                    stopped = stop
+                    records.metric("event", {"event": "stopped", "reason": stop, "step": state.step})
+                    break
+            if state.batches_done + cfg.grad_accum_steps > batches_per_epoch:  # the epoch is over
+                state.epoch, state.batches_done = state.epoch + 1, 0
         if stopped == "signal":
             where = (f"a checkpoint was written to {saved}: continue with resume" if saved is not None
                      else "no checkpoint was written (no out_dir)")
