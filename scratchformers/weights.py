@@ -133,7 +133,8 @@ def _require_dir(directory) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"model directory {str(directory)!r} does not exist: pass a local directory holding "
                                 f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} (or {WEIGHTS_NAME}), e.g. one written by "
-                                f"save_pretrained (nothing is downloaded from the Hugging Face Hub)")
+                                f"save_pretrained (a Path is never looked up on the Hugging Face Hub; a name such as "
+                                f"'gpt2', given as a string, is)")
     return directory
 
 def read_config(directory) -> dict:
