@@ -83,8 +83,8 @@ def _check_ids(name: str, ids: torch.Tensor, size: int, what: str):
                          f"entries (valid: 0..{size - 1}); check that the tokenizer and data match the model's config")
 
 def _check_int(name: str, t: torch.Tensor):
-    "Raise a TypeError unless `t` holds integers."
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+    "Raise a TypeError unless `t` holds integer ids (int64 or int32, as embeddings and losses take)."
+    if t.dtype not in (torch.long, torch.int32):
         raise TypeError(f"{name} must hold integer ids (torch.long), got {t.dtype}; convert with .long()")
 
 def _check_like(name: str, t: torch.Tensor | None, input_ids: torch.Tensor):
@@ -432,9 +432,9 @@ class BertForPreTraining(PreTrainedModel):
         nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
         mlm_loss = nsp_loss = None
         if labels is not None:
-            mlm_loss = _mean_cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1))
+            mlm_loss = _mean_cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1).long())
         if next_sentence_label is not None:
-            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label)
+            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label.long())
         parts = [l for l in (mlm_loss, nsp_loss) if l is not None]
         loss = sum(parts[1:], parts[0]) if parts else None
         return output_or_tuple(BertForPreTrainingOutput(loss, logits, nsp_logits, out.hidden_states, out.attentions,

@@ -255,7 +255,7 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
 
 def _check_position_ids(position_ids: torch.Tensor, B: int, T: int, n_positions: int):
     "Raise unless `position_ids` is (T,), (1, T) or (B, T) of integers in [0, n_positions)."
-    if position_ids.dtype.is_floating_point or position_ids.dtype.is_complex or position_ids.dtype == torch.bool:
+    if position_ids.dtype not in (torch.long, torch.int32):
         raise TypeError(f"position_ids must hold integer positions (torch.long), got {position_ids.dtype}")
     if position_ids.dim() not in (1, 2) or position_ids.shape[-1] != T or (position_ids.dim() == 2 and
                                                                             position_ids.size(0) not in (1, B)):
@@ -300,7 +300,7 @@ def causal_lm_loss(logits: torch.Tensor,  # (B, T, V)
                    ) -> torch.Tensor:
     "Mean cross-entropy of predicting labels[:, t + 1] from logits[:, t]."
     shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T); the last position predicts nothing
-    return _CrossEntropy.apply(logits.flatten(0, 1).float(), shifted.flatten())  # (B*T, V), (B*T,)
+    return _CrossEntropy.apply(logits.flatten(0, 1).float(), shifted.flatten().long())  # (B*T, V), (B*T,)
 
 # %% ../book/05_gpt2.ipynb #853570d5
 class GPT2LMHeadModel(PreTrainedModel):
@@ -366,7 +366,7 @@ def _check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int
     if labels.shape != input_ids.shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)} (the model shifts them "
                          f"itself), got {tuple(labels.shape)}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+    if labels.dtype not in (torch.long, torch.int32):
         raise TypeError(f"labels must hold integer token ids (torch.long), got {labels.dtype}; convert with .long()")
     if not torch.compiler.is_compiling() and not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
         raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (ignored)")
