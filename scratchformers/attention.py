@@ -43,11 +43,11 @@ def causal_mask(T_q: int, T_k: int, device=None) -> torch.Tensor:
 
 # %% ../book/03_attention.ipynb #cbb2296d
 def attention_weights(q: torch.Tensor, k: torch.Tensor,
-                      mask: torch.Tensor | None = None,  # bool, True = may attend, broadcast to (B, nh, T_q, T_k)
-                      dropout_p: float = 0.0,  # probability of dropping a weight (pass 0 in eval mode)
-                      is_causal: bool = False,  # add a causal mask (queries are the last T_q of the T_k)
+                      mask: torch.Tensor | None = None,  # bool, True = may attend
+                      dropout_p: float = 0.0,  # probability of dropping a weight (0 in eval mode)
+                      is_causal: bool = False,  # add a causal mask (queries: the last T_q keys)
                       ) -> torch.Tensor:
-    "softmax(q k^T / sqrt(hs)) with masked keys at weight 0: (B, nh, T_q, hs), (B, nh, T_k, hs) -> (B, nh, T_q, T_k)."
+    "softmax(q k^T / sqrt(hs)), masked keys at 0: (B, nh, T_q, hs), (B, nh, T_k, hs) -> (B, nh, T_q, T_k)"
     if is_causal:
         mask = _and(mask, causal_mask(q.size(-2), k.size(-2), device=q.device))
     scores = (q @ k.transpose(-2, -1)) * q.size(-1) ** -0.5  # (B, nh, T_q, T_k)
@@ -128,9 +128,9 @@ class MultiHeadAttention(nn.Module):
                 mask: torch.Tensor | None = None,  # bool, True = may attend, broadcast to (B, nh, T, T_past + T)
                 is_causal: bool = False,  # add a causal mask
                 past_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,  # cached (k, v), each (B, nh, T_past, hs)
-                output_attentions: bool = False,  # also return the attention weights (computed by the eager path)
+                output_attentions: bool = False,  # also return the weights (from the eager path)
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        "Attend from each position of `x` to the cached and current positions: output (B, T, C), (k, v), weights or None."
+        "Attend to the cached and current positions: output (B, T, C), (k, v), weights or None."
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # each (B, T, C)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # each (B, nh, T, hs)
         if past_key_value is not None:

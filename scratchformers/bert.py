@@ -83,9 +83,10 @@ def _check_ids(name: str, ids: torch.Tensor, size: int, what: str):
                          f"entries (valid: 0..{size - 1}); check that the tokenizer and data match the model's config")
 
 def _check_int(name: str, t: torch.Tensor):
-    "Raise a TypeError unless `t` holds integers."
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer ids (torch.long), got {t.dtype}; convert with .long()")
+    "Raise a TypeError unless `t` holds integer ids (int64 or int32, as embeddings take)."
+    if t.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"{name} must hold integer ids (torch.long), got {t.dtype}; "
+                        f"convert with .long()")
 
 def _check_like(name: str, t: torch.Tensor | None, input_ids: torch.Tensor):
     "Raise a ValueError if `t` is given and its shape differs from `input_ids`'."
@@ -116,7 +117,8 @@ class BertEmbeddings(nn.Module):
             raise TypeError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}")
         T = input_ids.size(1)
         if T == 0:
-            raise ValueError(f"input_ids has no tokens (shape {tuple(input_ids.shape)}): pass at least one token per sequence")
+            raise ValueError(f"input_ids has no tokens (shape {tuple(input_ids.shape)}): "
+                             f"pass at least one token per sequence")
         if T > c.max_position_embeddings:
             raise ValueError(f"sequence length {T} exceeds max_position_embeddings={c.max_position_embeddings}: "
                              f"truncate or split the input (or use a config with a longer position table)")
@@ -144,7 +146,7 @@ class BertSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor,  # (B, T, C)
                 mask: torch.Tensor | None = None,  # bool (B, 1, 1, T), True at real tokens
                 output_attentions: bool = False,  # also return the attention weights (eager path)
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:  # (B, T, C), weights (B, nh, T, T) or None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:  # (B, T, C), (B, nh, T, T) or None
         "Attend from every position to every (unmasked) position."
         c = self.config
         w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3C, C)
@@ -228,16 +230,18 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> tuple[torch.Tensor, tuple | None, tuple | None]:
-        "Run all layers; also return the input and every layer's output, and the attention weights, when asked."
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        "Run all layers; also return the input and every layer's output, and the weights, if asked."
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.layer:
             x, weights = layer(x, mask, output_attentions)
             if hidden is not None: hidden.append(x)
             if attentions is not None: attentions.append(weights)
-        return x, (tuple(hidden) if hidden is not None else None), (tuple(attentions) if attentions is not None else None)
+        hidden = tuple(hidden) if hidden is not None else None
+        return x, hidden, (tuple(attentions) if attentions is not None else None)
 
 class BertPooler(nn.Module):
     "tanh(dense(h_[CLS])): a fixed-size summary of the sequence for NSP and classifiers."
@@ -276,9 +280,9 @@ def _bert_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     _check_like("attention_mask", attention_mask, input_ids)
     if not torch.compiler.is_compiling():  # value checks would break the compiled graph
         if attention_mask.dtype != torch.bool and ((attention_mask != 0) & (attention_mask != 1)).any():
-            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got values "
-                             f"{attention_mask.unique()[:5].tolist()}")
-        if attention_mask.all(): return None  # nothing to mask: let attention use its fastest kernel
+            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), "
+                             f"got values {attention_mask.unique()[:5].tolist()}")
+        if attention_mask.all(): return None  # nothing to mask: attention's fastest kernel
     return padding_mask(attention_mask)  # (B, 1, 1, T)
 
 # %% ../book/04_bert.ipynb #2b05ceb9
@@ -310,7 +314,7 @@ class BertModel(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor,  # (B, T)
                 token_type_ids: torch.Tensor | None = None,  # (B, T), 0 for segment A, 1 for B
                 attention_mask: torch.Tensor | None = None,  # (B, T), 1 for real tokens, 0 for padding
-                output_hidden_states: bool = False,  # also return the embeddings and every layer's output
+                output_hidden_states: bool = False,  # also return the embeddings and each layer's output
                 output_attentions: bool = False,  # also return every layer's attention weights
                 return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> BertModelOutput:
@@ -362,7 +366,7 @@ class BertPreTrainingHeads(nn.Module):
 # %% ../book/04_bert.ipynb #9aad75d3
 @dataclass
 class BertForPreTrainingOutput(ModelOutput):
-    "What `BertForPreTraining` returns (Hugging Face's field names and order, then the two loss parts)."
+    "What `BertForPreTraining` returns (Hugging Face's fields and order, then the two loss parts)."
     loss: torch.Tensor | None = None  # mlm_loss + nsp_loss (the parts that were asked for)
     prediction_logits: torch.Tensor | None = None  # (B, T, vocab_size), or (N, vocab_size) with labelled_only
     seq_relationship_logits: torch.Tensor | None = None  # (B, 2)
@@ -375,22 +379,25 @@ def _check_mlm_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size:
     "Raise unless `labels` has the shape of `input_ids` and holds token ids or -100."
     _check_like("labels", labels, input_ids)
     _check_int("labels", labels)
-    if not torch.compiler.is_compiling() and not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
-        bad = labels[((labels < 0) | (labels >= vocab_size)) & (labels != -100)].unique()[:5].tolist()
-        raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (not predicted), got {bad}")
+    if torch.compiler.is_compiling(): return  # value checks would break the compiled graph
+    bad = ((labels < 0) | (labels >= vocab_size)) & (labels != -100)
+    if bad.any():
+        raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (not predicted), "
+                         f"got {labels[bad].unique()[:5].tolist()}")
 
 def _check_nsp_labels(next_sentence_label: torch.Tensor, batch_size: int):
     "Raise unless `next_sentence_label` is (B,) of 0 (B follows A) and 1 (B is random)."
     if next_sentence_label.shape != (batch_size,):
-        raise ValueError(f"next_sentence_label must have shape ({batch_size},), one label per pair; "
+        raise ValueError(f"next_sentence_label must have shape ({batch_size},), one per pair; "
                          f"got {tuple(next_sentence_label.shape)}")
     _check_int("next_sentence_label", next_sentence_label)
-    if not torch.compiler.is_compiling() and ((next_sentence_label != 0) & (next_sentence_label != 1)).any():
+    if torch.compiler.is_compiling(): return  # value checks would break the compiled graph
+    if ((next_sentence_label != 0) & (next_sentence_label != 1)).any():
         raise ValueError(f"next_sentence_label must hold 0 (B follows A) or 1 (B is random), "
                          f"got {next_sentence_label.unique()[:5].tolist()}")
 
 def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    "Cross-entropy averaged over the labels that are not -100; 0 (with zero gradients) when there are none."
+    "Cross-entropy averaged over the labels that are not -100; 0 (zero gradients) if none are."
     n = (labels != -100).sum().clamp_min(1)
     return F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / n
 
@@ -423,7 +430,8 @@ class BertForPreTraining(PreTrainedModel):
             raise ValueError("labelled_only=True needs labels (it computes logits only where labels != -100)")
         if next_sentence_label is not None:
             _check_nsp_labels(next_sentence_label, input_ids.size(0))
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states,
+                        output_attentions)
         h = out.last_hidden_state  # (B, T, C)
         if labels is not None and labelled_only:
             keep = labels != -100  # (B, T)
@@ -432,13 +440,15 @@ class BertForPreTraining(PreTrainedModel):
         nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
         mlm_loss = nsp_loss = None
         if labels is not None:
-            mlm_loss = _mean_cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1))
+            mlm_loss = _mean_cross_entropy(logits.view(-1, logits.size(-1)),
+                                           labels.reshape(-1).long())
         if next_sentence_label is not None:
-            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label)
+            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label.long())
         parts = [l for l in (mlm_loss, nsp_loss) if l is not None]
         loss = sum(parts[1:], parts[0]) if parts else None
-        return output_or_tuple(BertForPreTrainingOutput(loss, logits, nsp_logits, out.hidden_states, out.attentions,
-                                                        mlm_loss, nsp_loss), return_dict)
+        out = BertForPreTrainingOutput(loss, logits, nsp_logits, out.hidden_states, out.attentions,
+                                       mlm_loss, nsp_loss)
+        return output_or_tuple(out, return_dict)
 
     @classmethod
     def _from_hf_state_dict(cls, sd: dict) -> dict:

@@ -64,7 +64,7 @@ class GPT2Config(ConfigMixin):
             self._require_real(name, 0.0, 1.0, low_open=False)
         self._require_real("layer_norm_epsilon", 0.0)
         self._require_real("initializer_range", 0.0)
-        for name in ("bos_token_id", "eos_token_id"):  # may lie outside the vocabulary, as in some HF configs
+        for name in ("bos_token_id", "eos_token_id"):  # may lie outside the vocabulary (HF configs)
             if getattr(self, name) is not None:
                 self._require_int(name, low=0)
         self._require_choice("attn_implementation", ATTN_IMPLEMENTATIONS)
@@ -117,7 +117,7 @@ class GPT2Block(nn.Module):
                 past_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,  # (k, v), each (B, nh, T_past, hs)
                 output_attentions: bool = False,  # also return the attention weights
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        "One block: the new residual stream (B, T, C), this layer's (k, v) for the cache, the weights or None."
+        "One block: the new residual stream (B, T, C), this layer's (k, v), the weights or None."
         a, kv, weights = self.attn(self.ln_1(x), mask, is_causal, past_key_value, output_attentions)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
@@ -126,7 +126,7 @@ class GPT2Block(nn.Module):
 # %% ../book/05_gpt2.ipynb #ed5a915a
 @dataclass
 class GPT2ModelOutput(ModelOutput):
-    "Output of `GPT2Model` (Hugging Face's field names and order; index it by name or position too)."
+    "Output of `GPT2Model` (Hugging Face's fields and order; index it by name or position too)."
     last_hidden_state: torch.Tensor  # (B, T, C), after the final LayerNorm
     past_key_values: tuple | None = None  # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
     hidden_states: tuple | None = None  # n_layer + 1 tensors (B, T, C), if output_hidden_states
@@ -175,7 +175,7 @@ class GPT2Model(PreTrainedModel):
                 past_key_values: tuple | None = None,  # cache from a previous call: n_layer pairs (k, v)
                 use_cache: bool = False,  # return the keys and values for the next call
                 position_ids: torch.Tensor | None = None,  # (B, T) or (T,); default T_past .. T_past + T - 1
-                output_hidden_states: bool = False,  # also return the embeddings and every block's output
+                output_hidden_states: bool = False,  # also return the embeddings and each block's output
                 output_attentions: bool = False,  # also return every block's attention weights
                 return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> GPT2ModelOutput:
@@ -195,12 +195,14 @@ class GPT2Model(PreTrainedModel):
         hidden, presents, attentions = [], [], []
         for i, block in enumerate(self.h):
             if output_hidden_states: hidden.append(x)
-            x, kv, w = block(x, mask, is_causal, past_key_values[i] if past_key_values else None, output_attentions)
+            past = past_key_values[i] if past_key_values else None
+            x, kv, w = block(x, mask, is_causal, past, output_attentions)
             if use_cache: presents.append(kv)
             if output_attentions: attentions.append(w)
         x = self.ln_f(x)  # (B, T, C)
         if output_hidden_states: hidden.append(x)
-        out = GPT2ModelOutput(x, tuple(presents) if use_cache else None, tuple(hidden) if output_hidden_states else None,
+        out = GPT2ModelOutput(x, tuple(presents) if use_cache else None,
+                              tuple(hidden) if output_hidden_states else None,
                               tuple(attentions) if output_attentions else None)
         return output_or_tuple(out, return_dict)
 
@@ -213,7 +215,8 @@ def _check_input_ids(input_ids: torch.Tensor, config: GPT2Config) -> tuple[int, 
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}; "
                          f"use input_ids[None] for a single sequence")
     if input_ids.size(1) == 0:
-        raise ValueError(f"input_ids has no tokens (shape {tuple(input_ids.shape)}): pass at least one token per sequence")
+        raise ValueError(f"input_ids has no tokens (shape {tuple(input_ids.shape)}): "
+                         f"pass at least one token per sequence")
     if torch.compiler.is_compiling():  # value checks would break the compiled graph
         return input_ids.shape
     if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
@@ -241,9 +244,10 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
                              f"tokens) = ({B}, {T_past + T}), one entry per token of input_ids"
                              + (" and of the cache" if T_past else ""))
         if not torch.compiler.is_compiling():  # value checks would break the compiled graph
-            if attention_mask.dtype != torch.bool and ((attention_mask != 0) & (attention_mask != 1)).any():
-                raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got values "
-                                 f"{attention_mask.unique()[:5].tolist()}")
+            bad = (attention_mask != 0) & (attention_mask != 1)
+            if attention_mask.dtype != torch.bool and bad.any():
+                raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), "
+                                 f"got values {attention_mask.unique()[:5].tolist()}")
             if bool(attention_mask.all()):  # no padding: drop the mask
                 attention_mask = None
     if attention_mask is None:
@@ -255,20 +259,23 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
 
 def _check_position_ids(position_ids: torch.Tensor, B: int, T: int, n_positions: int):
     "Raise unless `position_ids` is (T,), (1, T) or (B, T) of integers in [0, n_positions)."
-    if position_ids.dtype.is_floating_point or position_ids.dtype.is_complex or position_ids.dtype == torch.bool:
-        raise TypeError(f"position_ids must hold integer positions (torch.long), got {position_ids.dtype}")
-    if position_ids.dim() not in (1, 2) or position_ids.shape[-1] != T or (position_ids.dim() == 2 and
-                                                                            position_ids.size(0) not in (1, B)):
-        raise ValueError(f"position_ids must have shape ({B}, {T}) or ({T},), one position per token of input_ids; "
-                         f"got {tuple(position_ids.shape)}")
-    if not torch.compiler.is_compiling() and (position_ids.min() < 0 or position_ids.max() >= n_positions):
+    if position_ids.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"position_ids must hold integer positions (torch.long), "
+                        f"got {position_ids.dtype}")
+    dim = position_ids.dim()
+    batch_ok = dim == 1 or position_ids.size(0) in (1, B)
+    if dim not in (1, 2) or position_ids.shape[-1] != T or not batch_ok:
+        raise ValueError(f"position_ids must have shape ({B}, {T}) or ({T},), one position per token "
+                         f"of input_ids; got {tuple(position_ids.shape)}")
+    if torch.compiler.is_compiling(): return  # value checks would break the compiled graph
+    if position_ids.min() < 0 or position_ids.max() >= n_positions:
         raise ValueError(f"position_ids must lie in [0, {n_positions}) (n_positions), got values in "
                          f"[{int(position_ids.min())}, {int(position_ids.max())}]")
 
 # %% ../book/05_gpt2.ipynb #abdfe913
 @dataclass
 class CausalLMOutput(ModelOutput):
-    "Output of `GPT2LMHeadModel` (Hugging Face's field names and order; index it by name or position too)."
+    "Output of `GPT2LMHeadModel` (Hugging Face's fields and order; index it by name or position too)."
     loss: torch.Tensor | None = None  # mean next-token cross-entropy, if labels were given
     logits: torch.Tensor | None = None  # (B, T, vocab_size)
     past_key_values: tuple | None = None  # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
@@ -285,7 +292,8 @@ class _CrossEntropy(torch.autograd.Function):
         t = targets.clamp_min(0)[:, None]  # (N, 1); ignored rows point at 0 and get weight 0
         logp = torch.log_softmax(logits, dim=-1)  # (N, V)
         ctx.save_for_backward(logp, t, valid)
-        return -(logp.gather(1, t).squeeze(1) * valid).sum() / valid.sum().clamp_min(1)  # 0 if all ignored
+        n = valid.sum().clamp_min(1)  # 0 / 1 = 0 when every target is ignored, not 0 / 0
+        return -(logp.gather(1, t).squeeze(1) * valid).sum() / n
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -300,7 +308,7 @@ def causal_lm_loss(logits: torch.Tensor,  # (B, T, V)
                    ) -> torch.Tensor:
     "Mean cross-entropy of predicting labels[:, t + 1] from logits[:, t]."
     shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T); the last position predicts nothing
-    return _CrossEntropy.apply(logits.flatten(0, 1).float(), shifted.flatten())  # (B*T, V), (B*T,)
+    return _CrossEntropy.apply(logits.flatten(0, 1).float(), shifted.flatten().long())
 
 # %% ../book/05_gpt2.ipynb #853570d5
 class GPT2LMHeadModel(PreTrainedModel):
@@ -331,7 +339,7 @@ class GPT2LMHeadModel(PreTrainedModel):
                 past_key_values: tuple | None = None,  # cache from a previous call: n_layer pairs (k, v)
                 use_cache: bool = False,  # return the keys and values for the next call
                 position_ids: torch.Tensor | None = None,  # (B, T) or (T,); default T_past .. T_past + T - 1
-                output_hidden_states: bool = False,  # also return the embeddings and every block's output
+                output_hidden_states: bool = False,  # also return the embeddings and each block's output
                 output_attentions: bool = False,  # also return every block's attention weights
                 return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> CausalLMOutput:
@@ -342,12 +350,13 @@ class GPT2LMHeadModel(PreTrainedModel):
                                output_hidden_states, output_attentions)
         logits = self.padded_logits(out.last_hidden_state)  # (B, T, V padded)
         loss = None if labels is None else causal_lm_loss(logits, labels)
-        out = CausalLMOutput(loss, logits[..., :self.config.vocab_size], out.past_key_values, out.hidden_states,
-                             out.attentions)
+        logits = logits[..., :self.config.vocab_size]  # (B, T, V), a view
+        out = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions)
         return output_or_tuple(out, return_dict)
 
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        "`scratchformers.generation.generate(self, input_ids, attention_mask=..., **kwargs)` (chapter 7)."
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 **kwargs) -> torch.Tensor:
+        "`scratchformers.generation.generate(self, input_ids, attention_mask=..., **kwargs)`."
         from scratchformers.generation import generate  # chapter 7 builds on this one
         mask = {} if attention_mask is None else {"attention_mask": attention_mask}
         return generate(self, input_ids, **mask, **kwargs)
@@ -366,8 +375,9 @@ def _check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int
     if labels.shape != input_ids.shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)} (the model shifts them "
                          f"itself), got {tuple(labels.shape)}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"labels must hold integer token ids (torch.long), got {labels.dtype}; convert with .long()")
+    if labels.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"labels must hold integer token ids (torch.long), got {labels.dtype}; "
+                        f"convert with .long()")
     if not torch.compiler.is_compiling() and not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
         raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (ignored)")
 

@@ -81,7 +81,8 @@ class ConfigMixin:
     def from_dict(cls, d: dict, **overrides):
         "Build a config from a (Hugging Face) dict plus `overrides`; unknown keys are ignored."
         if not isinstance(d, dict):
-            raise TypeError(f"{cls.__name__}.from_dict needs a dict of config fields, got {type(d).__name__}")
+            raise TypeError(f"{cls.__name__}.from_dict needs a dict of config fields, "
+                            f"got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         if bad := sorted(set(overrides) - names):
             raise TypeError(f"{cls.__name__} has no field(s) {bad}; valid fields: {sorted(names)}")
@@ -104,18 +105,20 @@ class ConfigMixin:
 
     def _require_real(self, name: str, low: float, high: float = math.inf, low_open: bool = True,
                       high_open: bool = True):
-        "Raise a ValueError unless field `name` is a real number in the interval from `low` to `high`."
+        "Raise a ValueError unless field `name` is a real number between `low` and `high`."
         v = getattr(self, name)
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
         if not ok:
             interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-            raise ValueError(f"{type(self).__name__}.{name} must be a number in {interval}, got {v!r}")
+            raise ValueError(f"{type(self).__name__}.{name} must be a number in {interval}, "
+                             f"got {v!r}")
 
     def _require_choice(self, name: str, choices):
         "Raise a ValueError unless field `name` is one of `choices`."
         if (v := getattr(self, name)) not in choices:
-            raise ValueError(f"{type(self).__name__}.{name}={v!r} is not supported; choose one of {sorted(choices)}")
+            raise ValueError(f"{type(self).__name__}.{name}={v!r} is not supported; "
+                             f"choose one of {sorted(choices)}")
 
 # %% ../book/04a_weights.ipynb #9453ddb6
 WEIGHTS_NAME, SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME, CONFIG_NAME = (
@@ -133,7 +136,8 @@ def _require_dir(directory) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"model directory {str(directory)!r} does not exist: pass a local directory holding "
                                 f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} (or {WEIGHTS_NAME}), e.g. one written by "
-                                f"save_pretrained (nothing is downloaded from the Hugging Face Hub)")
+                                f"save_pretrained (a Path is never looked up on the Hugging Face Hub; "
+                                f"a name such as 'gpt2', given as a string, is)")
     return directory
 
 def read_config(directory) -> dict:
@@ -145,8 +149,9 @@ def read_config(directory) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); fix or rewrite it (save_pretrained writes one)") from e
     if not isinstance(config, dict):
-        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not an object of config fields "
-                         f'({{"model_type": ..., ...}}); fix or rewrite it (save_pretrained writes one)')
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not an object of "
+                         f'config fields ({{"model_type": ..., ...}}); fix or rewrite it '
+                         f"(save_pretrained writes one)")
     return config
 
 # %% ../book/04a_weights.ipynb #6bca2b90
@@ -232,7 +237,7 @@ def _retie(model: nn.Module, sd: dict) -> dict:
 
 # %% ../book/04a_weights.ipynb #1076e7c6
 class ModelOutput:
-    "Base of the output dataclasses: fields by name (`out.logits`, `out['logits']`) or by position (`out[0]`)."
+    "Base of the output dataclasses: fields by name (`out.logits`, `out['logits']`) or position."
 
     def keys(self) -> list[str]:
         "Names of the fields that are set (not None), in order."
@@ -254,7 +259,8 @@ class ModelOutput:
         "A field by name, or by position among the fields that are set."
         if isinstance(key, str):
             if key not in self.keys():
-                raise KeyError(f"{key!r} is not set in this {type(self).__name__}; set: {self.keys()}")
+                raise KeyError(f"{key!r} is not set in this {type(self).__name__}; "
+                               f"set: {self.keys()}")
             return getattr(self, key)
         return self.to_tuple()[key]
 
@@ -264,7 +270,7 @@ class ModelOutput:
 
 
 def output_or_tuple(out: ModelOutput, return_dict: bool | None):
-    "`out` itself, or `out.to_tuple()` when `return_dict` is False (None means True, as in `transformers`)."
+    "`out`, or `out.to_tuple()` when `return_dict` is False (None means True, as in `transformers`)."
     if return_dict is None or return_dict is True: return out
     if return_dict is False: return out.to_tuple()
     raise TypeError(f"return_dict must be True, False or None, got {return_dict!r}")
@@ -281,29 +287,32 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    "Whether a TCP connection to the Hub's endpoint opens within `timeout` seconds (True behind a proxy)."
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")): return True
+    "Whether a TCP connection to the Hub opens within `timeout` seconds (True behind a proxy)."
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
     from urllib.parse import urlparse
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try: socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try: socket.create_connection((url.hostname, port), timeout).close()
     except OSError: return False
     return True
 
 # %% ../book/04a_weights.ipynb #635a5e39
 def resolve_model_dir(name_or_dir) -> Path:
-    "A local model directory: `name_or_dir` itself, or the Hub model of that name downloaded into the Hub cache."
+    "A local model directory: `name_or_dir` itself, or that Hub model, downloaded into the Hub cache."
     if isinstance(name_or_dir, Path) or Path(name_or_dir).is_dir() or not _is_hub_id(name_or_dir):
         return _require_dir(name_or_dir)
     name, offline = name_or_dir, _hub_offline()
-    how = (f"pass a local directory holding {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} instead, e.g. fetched where "
-           f"there is a network with `hf download {name} {CONFIG_NAME} {SAFE_WEIGHTS_NAME} --local-dir DIR`")
+    how = (f"pass a local directory holding {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} instead, e.g. "
+           f"fetched where there is a network with "
+           f"`hf download {name} {CONFIG_NAME} {SAFE_WEIGHTS_NAME} --local-dir DIR`")
     if not offline and not _hub_reachable():
-        raise FileNotFoundError(f"{name!r} is not a local directory and the Hugging Face Hub cannot be reached "
-                                f"from here: {how}")
+        raise FileNotFoundError(f"{name!r} is not a local directory and the Hugging Face Hub "
+                                f"cannot be reached from here: {how}")
     try: from huggingface_hub import hf_hub_download
     except ImportError as e:
-        raise FileNotFoundError(f"{name!r} is not a local directory, and downloading it needs huggingface_hub "
-                                f"(pip install huggingface_hub): {how}") from e
+        raise FileNotFoundError(f"{name!r} is not a local directory, and downloading it needs "
+                                f"huggingface_hub (pip install huggingface_hub): {how}") from e
     try:
         config = Path(hf_hub_download(name, CONFIG_NAME, local_files_only=offline))
         for weights in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME):
@@ -313,7 +322,8 @@ def resolve_model_dir(name_or_dir) -> Path:
     except Exception as e:
         why = ("HF_HUB_OFFLINE is set and it is not in the local Hub cache" if offline else
                f"the Hub answered {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise FileNotFoundError(f"{name!r} is not a local directory and could not be fetched ({why}): {how}") from e
+        raise FileNotFoundError(f"{name!r} is not a local directory and could not be fetched "
+                                f"({why}): {how}") from e
     return config.parent
 
 # %% ../book/04a_weights.ipynb #b4171644
@@ -342,7 +352,7 @@ class PreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, **overrides):
-        "Load a Hugging Face model directory (config.json + weights), or a Hub model by name; `overrides` change config fields."
+        "Load a model directory (config.json + weights) or a Hub model by name; `overrides`: config fields."
         directory = resolve_model_dir(directory)
         config = cls.config_class.from_dict(read_config(directory), **overrides)
         model = cls(config)
@@ -355,11 +365,13 @@ class PreTrainedModel(nn.Module):
         "Write config.json and model.safetensors (atomically) so that this class or `transformers` can load them."
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
-            raise FileExistsError(f"cannot save the model to {directory}: it is a file, not a directory; "
-                                  f"pass a directory (save_pretrained writes {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} into it)")
+            raise FileExistsError(f"cannot save the model to {directory}: it is a file, not a "
+                                  f"directory; pass a directory (save_pretrained writes "
+                                  f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} into it)")
         try: directory.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as e:
-            raise FileExistsError(f"cannot create the directory {directory}: a part of its path is a file ({e})") from e
+            raise FileExistsError(f"cannot create the directory {directory}: a part of its path "
+                                  f"is a file ({e})") from e
         sd = _untie(self._to_hf_state_dict())
         with _atomic_path(directory / SAFE_WEIGHTS_NAME) as tmp: save_file(sd, tmp, metadata={"format": "pt"})
         dtype = str(next(self.parameters()).dtype).removeprefix("torch.")

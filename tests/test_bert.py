@@ -402,3 +402,15 @@ def test_compiles_without_graph_breaks():
     compiled = torch.compile(m, backend="eager", fullgraph=True)
     a, b = m(ids, **kw), compiled(ids, **kw)
     assert _diff(a.loss, b.loss) <= 1e-6 and _diff(a.prediction_logits, b.prediction_logits) <= 1e-6
+
+
+def test_int32_ids_and_labels_work_and_unsigned_are_refused(tiny):
+    ids = torch.randint(0, 50, (2, 6))
+    labels = ids.masked_fill(torch.rand(2, 6) < 0.5, -100)
+    nsp = torch.tensor([0, 1])
+    a = tiny(ids, labels=labels, next_sentence_label=nsp)
+    b = tiny(ids.int(), token_type_ids=torch.zeros(2, 6, dtype=torch.int32), labels=labels.int(),
+             next_sentence_label=nsp.int())
+    assert _diff(a.loss, b.loss) == 0
+    with pytest.raises(TypeError, match="labels must hold integer ids \\(torch.long\\), got torch.uint8"):
+        tiny(ids, labels=ids.to(torch.uint8))

@@ -584,3 +584,13 @@ def test_compiles_without_graph_breaks_with_positions_and_mask():
     a = m(ids, attention_mask=am, position_ids=pos, labels=labels)
     b = compiled(ids, attention_mask=am, position_ids=pos, labels=labels)
     assert _maxdiff(a.logits, b.logits) <= 1e-6 and abs(a.loss.item() - b.loss.item()) <= 1e-6
+
+
+def test_int32_labels_and_positions_work_and_unsigned_are_refused():
+    m = _tiny()
+    ids = torch.randint(0, 101, (2, 8))
+    a = m(ids, labels=ids, position_ids=torch.arange(8))
+    b = m(ids.int(), labels=ids.int(), position_ids=torch.arange(8, dtype=torch.int32))
+    assert a.loss.item() == b.loss.item()
+    with pytest.raises(TypeError, match="labels must hold integer token ids \\(torch.long\\), got torch.uint8"):
+        m(ids, labels=ids.to(torch.uint8))
