@@ -420,6 +420,13 @@ def test_unusable_data_files(capsys, tmp_path, name, content):
     one_line_error(code, err, name)
 
 
+def test_cuda_asked_for_without_a_gpu(capsys, tmp_path, cache):
+    if torch.cuda.is_available(): pytest.skip("this machine has a GPU")
+    code, _, err = run_main(capsys, "train-gpt2", "--preset", "tiny", "--device", "cuda", "--output-dir",
+                            tmp_path / "o", "--cache-dir", cache, "--no-progress")
+    one_line_error(code, err, "no CUDA GPU")
+
+
 def test_a_bug_shows_its_traceback_and_asks_for_a_report(capsys, monkeypatch):
     def broken(args): raise RuntimeError("an internal inconsistency")
     monkeypatch.setitem(cli.COMMANDS, "generate", broken)
