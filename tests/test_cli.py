@@ -267,18 +267,6 @@ def test_own_data_reaches_prepare(capsys, tmp_path, monkeypatch, fake_train, gpt
     assert fake_train[-1]["data"] == "DATA"
 
 
-def test_estimate_is_printed_when_the_library_has_one(capsys, tmp_path, monkeypatch, fake_train):
-    from scratchformers import training
-    seen = {}
-    def estimate_run(kind, preset, *, data=None, max_steps=None, **kw):
-        seen.update(kind=kind, preset=preset, max_steps=max_steps)
-        return "estimate: 1 MB, 2 s"
-    monkeypatch.setattr(training, "estimate_run", estimate_run, raising=False)
-    code, out, err = run_main(capsys, "train-gpt2", "--preset", "tiny", "--steps", "5", "--output-dir", tmp_path / "o")
-    assert code == 0, err
-    assert seen == dict(kind="gpt2", preset="tiny", max_steps=5) and out.startswith("estimate: 1 MB, 2 s")
-
-
 # --- --config -------------------------------------------------------------------------------------------------
 
 def test_config_file_sets_options_and_flags_win(tmp_path):
