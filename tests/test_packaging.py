@@ -144,7 +144,7 @@ def test_minimal_install_models_and_generation(minimal_env):
         "import scratchformers.gpt2, scratchformers.bert, scratchformers.generation, scratchformers.cli\n"
         "from scratchformers import GPT2Config, GPT2LMHeadModel, BertConfig, BertForPreTraining, generate\n"
         "m = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2))\n"
-        "out = generate(m.eval(), torch.tensor([[1, 2, 3]]), 4)\n"
+        "out = generate(m.eval(), torch.tensor([[1, 2, 3]]), 4, eos_token_id=None)\n"
         "assert out.shape == (1, 7), out.shape\n"
         "BertForPreTraining(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, "
         "intermediate_size=32, max_position_embeddings=16))\n"
