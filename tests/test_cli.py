@@ -485,6 +485,8 @@ def test_finetune_and_classify_wiring(capsys, tmp_path, monkeypatch, fake_classi
     name, model_dir, preset, output_dir, kw = fake_classification[-1]
     assert (model_dir, preset, output_dir) == (tmp_path / "bert", "tiny", tmp_path / "bert-sentiment")
     assert kw == dict(epochs=2, lr=1e-4, max_length=64, progress=False, cache_dir=None)
+    assert run_main(capsys, "finetune", "--model-dir", tmp_path / "bert", "--seed", "7")[0] == 0
+    assert fake_classification[-1][4]["seed"] == 7
     assert "0.7500" in out
     code, out, err = run_main(capsys, "classify", "--model-dir", tmp_path / "c", "--text", "Great.", "--text", "Bad.")
     assert code == 0, err
