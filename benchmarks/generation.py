@@ -1,6 +1,9 @@
 """Decoding speed: our `generate` with and without the KV cache, and `transformers`' `generate`, same weights.
 
-Greedy decoding, no end-of-text stop, so every run produces exactly `--new-tokens` tokens. By default the
+Greedy decoding, no end-of-text stop, so every run produces exactly `--new-tokens` tokens. Two workloads:
+`--batch` prompts of one length, and a left-padded batch of `--padded-batch` prompts of different lengths
+(from half of `--prompt-len` to all of it) with its attention mask, where both libraries take the positions
+from the mask (0 skips it). By default the
 model is a pocket-sized GPT-2 (4 layers, 256 wide) with random weights (speed does not depend on them);
 `--model-dir` loads a saved one instead (e.g. book/_artifacts/gpt2-pocket after chapter 6). Each
 configuration runs `--repeats` times and the fastest run counts. On a machine that other programs
@@ -22,7 +25,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 import transformers
 
-from scratchformers.generation import generate
+from scratchformers.generation import generate, left_pad
 from scratchformers.gpt2 import GPT2LMHeadModel
 
 
@@ -31,6 +34,7 @@ def parse_args():
     p.add_argument("--new-tokens", type=int, default=200, help="tokens to generate per run")
     p.add_argument("--prompt-len", type=int, default=16, help="tokens in each prompt")
     p.add_argument("--batch", type=int, default=1, help="prompts decoded together")
+    p.add_argument("--padded-batch", type=int, default=8, help="prompts of different lengths, left-padded")
     p.add_argument("--repeats", type=int, default=3, help="runs per configuration; the fastest counts")
     p.add_argument("--uncached-repeats", type=int, default=1, help="runs without the cache (slow)")
     p.add_argument("--model-dir", default=None, help="a saved GPT-2 directory (default: random pocket model)")
@@ -55,7 +59,17 @@ def load_models(args, workdir):
     hf = transformers.GPT2LMHeadModel.from_pretrained(args.model_dir).eval()
     hf.generation_config.eos_token_id = None  # never stop early: every run makes exactly --new-tokens tokens
     hf.generation_config.pad_token_id = 0
-    return hf, GPT2LMHeadModel.from_pretrained(args.model_dir)
+    ours = GPT2LMHeadModel.from_pretrained(args.model_dir)
+    ours.config.eos_token_id = None
+    return hf, ours
+
+
+def padded_prompts(args, vocab_size, g):
+    "`--padded-batch` prompts of lengths spread over [prompt_len / 2, prompt_len], left-padded, and their mask."
+    B, T = args.padded_batch, args.prompt_len
+    lengths = torch.linspace(max(T // 2, 1), T, B).round().long().tolist()
+    seqs = [torch.randint(1, vocab_size, (n,), generator=g).tolist() for n in lengths]
+    return left_pad(seqs, pad_token_id=0)
 
 
 def best_time(fn, repeats):
@@ -93,11 +107,21 @@ def main():
         "transformers, KV cache": (lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt),
                                                        max_new_tokens=n, do_sample=False), args.repeats),
     }
+    padded = {}
+    if args.padded_batch:
+        ids, mask = padded_prompts(args, cfg.vocab_size, g)
+        padded = {
+            "ours, padded batch": (lambda: generate(ours, ids, n, attention_mask=mask), args.repeats),
+            "transformers, padded batch": (lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=n,
+                                                               do_sample=False), args.repeats),
+        }
     generate(ours, prompt, 8), hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8)  # warm up
-    results = {}
+    results, padded_results = {}, {}
     with torch.inference_mode():
         for name, (fn, repeats) in runs.items():
             results[name] = best_time(fn, repeats)
+        for name, (fn, repeats) in padded.items():
+            padded_results[name] = best_time(fn, repeats)
     outputs = [out for _, out in results.values()]
     same = all(torch.equal(outputs[0], o) for o in outputs[1:])
 
@@ -109,6 +133,15 @@ def main():
     print(f"\nthe KV cache is {results['ours, no cache'][0] / base:.1f}x faster than no cache; "
           f"transformers' generate takes {results['transformers, KV cache'][0] / base:.2f}x our time; "
           f"all outputs identical: {same}")
+    if padded_results:
+        mine, theirs = padded_results["ours, padded batch"], padded_results["transformers, padded batch"]
+        lengths = mask.sum(-1).tolist()
+        print(f"\nleft-padded batch of {args.padded_batch} prompts ({min(lengths)}-{max(lengths)} tokens), "
+              f"{n} new tokens each:")
+        for name, (secs, _) in padded_results.items():
+            print(f"{name:28s} {n * args.padded_batch / secs:10.0f} tokens/s {1e3 * secs / n:10.2f} ms/step")
+        print(f"transformers' generate takes {theirs[0] / mine[0]:.2f}x our time on the padded batch; "
+              f"outputs identical: {torch.equal(mine[1], theirs[1])}")
 
 
 if __name__ == "__main__":

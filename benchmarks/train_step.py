@@ -2,14 +2,19 @@
 
 For each model: the same weights (ours saved with `save_pretrained`, loaded by `transformers`
 with attn_implementation="sdpa"), the same batches, steps interleaved (alternating which goes
-first), in training mode (dropout on). A step is forward, backward and AdamW. Prints tokens/s,
-the ratio ours / transformers, and the share of this machine's matmul throughput the step
-achieves: model FLOPs / step time / the GFLOP/s of a GEMM measured in the same run.
+first), in training mode (dropout on). A step is forward, backward and AdamW. Both sides use the
+library's own optimizer, `scratchformers.training.make_optimizer` (AdamW, decay on matrices only,
+the fused kernel where PyTorch has one for the device), and the same precision: fp32, or both
+forward passes under the same bf16 autocast (`--precision bf16`, or `both` for the two side by
+side). Prints tokens/s, the ratio ours / transformers, and the share of this machine's fp32
+matmul throughput the step achieves: model FLOPs / step time / the GFLOP/s of a GEMM measured in
+the same run.
 
     python benchmarks/train_step.py                          # all four models, 3 timed steps each
     python benchmarks/train_step.py --models gpt2-pocket bert-pocket --steps 10
     python benchmarks/train_step.py --models gpt2-pocket --compile   # torch.compile, reported separately
     python benchmarks/train_step.py --threads 1 --timer cpu          # steadier on a machine shared with others
+    python benchmarks/train_step.py --models gpt2-pocket --precision both   # fp32 and bf16 autocast
 
 Model FLOPs count the matmuls of the dense model (as in the PaLM paper's MFU): per token, forward,
 2 x (weights of every matmul, the tied output head included) + 4 x n_layer x T x C for attention;
@@ -105,10 +110,14 @@ def build_bert(preset: str, B: int, T: int, impl: str):
     return ours, theirs, batch, 3 * per_token * B * T, (B * T, C, I)
 
 
-def make_step(model, optimizer, extra: dict):
-    "One training step (forward, backward, AdamW) on a batch."
+def make_step(model, optimizer, extra: dict, precision: str):
+    "One training step (forward, backward, AdamW) on a batch, the forward pass under `precision`'s autocast."
+    from scratchformers.training import autocast
+    device = next(model.parameters()).device
+
     def step(batch):
-        loss = model(**batch, **extra).loss
+        with autocast(device, precision):
+            loss = model(**batch, **extra).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -116,7 +125,7 @@ def make_step(model, optimizer, extra: dict):
     return step
 
 
-def run(name: str, args) -> dict:
+def run(name: str, args, precision: str = "fp32") -> dict:
     family, preset, B, T = MODELS[name]
     B, T = args.batch_size or B, args.seq_len or T
     torch.manual_seed(0)
@@ -126,9 +135,11 @@ def run(name: str, args) -> dict:
     if args.compile:
         ours, theirs = torch.compile(ours), torch.compile(theirs)
     ours_extra = {"labelled_only": True} if family == "bert" else {}
+    from scratchformers.training import TrainConfig, make_optimizer
+    opt_cfg = TrainConfig(lr=1e-4, weight_decay=0.01)  # the same optimizer for both
     steps = {
-        "ours": make_step(ours, torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01, fused=True), ours_extra),
-        "transformers": make_step(theirs, torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01), {}),
+        "ours": make_step(ours, make_optimizer(ours, opt_cfg), ours_extra, precision),
+        "transformers": make_step(theirs, make_optimizer(theirs, opt_cfg), {}, precision),
     }
     gemm = gemm_gflops(*gemm_shape)
     times = {k: [] for k in steps}
@@ -140,7 +151,7 @@ def run(name: str, args) -> dict:
             if i >= args.warmup:
                 times[k].append(t)
     gemm = max(gemm, gemm_gflops(*gemm_shape))  # measured before and after the steps
-    res = {"model": name, "batch": f"{B}x{T}", "gemm_gflops": gemm}
+    res = {"model": name, "batch": f"{B}x{T}", "gemm_gflops": gemm, "precision": precision}
     for k, ts in times.items():
         t = statistics.median(ts)
         res[k] = {"s_per_step": t, "tokens_per_s": B * T / t, "share_of_gemm": flops / t / 1e9 / gemm}
@@ -158,6 +169,8 @@ def main(argv=None):
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="ours (theirs: sdpa)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (slow to compile)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "both"],
+                   help="fp32, bf16 autocast (weights and AdamW stay fp32) for both implementations, or both")
     p.add_argument("--timer", default="wall", choices=["wall", "cpu"],
                    help="wall clock, or CPU time of this process (steadier on a shared machine; use with --threads 1)")
     args = p.parse_args(argv)
@@ -168,19 +181,29 @@ def main(argv=None):
     import transformers
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    from scratchformers.training import _fused_supported, precision_report
+    fused = _fused_supported([torch.zeros(1)])
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, {args.timer} time, "
           f"{'torch.compile' if args.compile else 'eager mode (not compiled)'}; ours: attn {args.attn_implementation}, "
-          f"AdamW(fused=True); transformers: attn sdpa, AdamW (default foreach)")
-    head = f"{'model':12s} {'batch':>7s} {'GEMM GF/s':>9s} | {'ours tok/s':>10s} {'s/step':>7s} {'share':>6s} | " \
+          f"transformers: attn sdpa; both: make_optimizer (AdamW, {'fused' if fused else 'not fused'} on CPU)")
+    print(precision_report("cpu"))
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    head = f"{'model':12s} {'prec':>4s} {'batch':>7s} {'GEMM GF/s':>9s} | {'ours tok/s':>10s} {'s/step':>7s} {'share':>6s} | " \
            f"{'HF tok/s':>10s} {'s/step':>7s} {'share':>6s} | {'ours/HF':>7s}"
     print(head)
     print("-" * len(head))
     for name in args.models:
-        r = run(name, args)
-        o, t = r["ours"], r["transformers"]
-        print(f"{r['model']:12s} {r['batch']:>7s} {r['gemm_gflops']:9.0f} | {o['tokens_per_s']:10.0f} "
-              f"{o['s_per_step']:7.3f} {o['share_of_gemm']:6.1%} | {t['tokens_per_s']:10.0f} {t['s_per_step']:7.3f} "
-              f"{t['share_of_gemm']:6.1%} | {r['ratio']:6.2f}x", flush=True)
+        by_precision = {}
+        for precision in precisions:
+            r = by_precision[precision] = run(name, args, precision)
+            o, t = r["ours"], r["transformers"]
+            print(f"{r['model']:12s} {precision:>4s} {r['batch']:>7s} {r['gemm_gflops']:9.0f} | {o['tokens_per_s']:10.0f} "
+                  f"{o['s_per_step']:7.3f} {o['share_of_gemm']:6.1%} | {t['tokens_per_s']:10.0f} {t['s_per_step']:7.3f} "
+                  f"{t['share_of_gemm']:6.1%} | {r['ratio']:6.2f}x", flush=True)
+        if len(by_precision) == 2:
+            a, b = by_precision["fp32"], by_precision["bf16"]
+            print(f"{name:12s} bf16 / fp32 tokens/s: ours {b['ours']['tokens_per_s'] / a['ours']['tokens_per_s']:.2f}x, "
+                  f"transformers {b['transformers']['tokens_per_s'] / a['transformers']['tokens_per_s']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

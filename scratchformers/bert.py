@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import ATTN_IMPLEMENTATIONS, attend, merge_heads, padding_mask, split_heads
-from .weights import ConfigMixin, PreTrainedModel
+from .attention import (ATTN_IMPLEMENTATIONS, attend, attention_weights, merge_heads, padding_mask,
+                                      split_heads)
+from .weights import ConfigMixin, ModelOutput, PreTrainedModel, output_or_tuple
 
 # %% ../book/04_bert.ipynb #fd2f5e9c
 @dataclass
@@ -45,21 +46,20 @@ class BertConfig(ConfigMixin):
     def __post_init__(self):
         for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                   "max_position_embeddings", "type_vocab_size"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"BertConfig.{k} must be a positive integer, got {v!r}")
+            self._require_int(k)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
                              f"{self.num_attention_heads}: choose sizes where each head gets hidden_size / heads channels")
         if self.hidden_act != "gelu":
             raise ValueError(f"hidden_act={self.hidden_act!r} is not implemented; BERT uses 'gelu'")
         for k in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, k) < 1.0:
-                raise ValueError(f"BertConfig.{k} must be in [0, 1), got {getattr(self, k)!r}")
-        if not self.layer_norm_eps > 0 or not self.initializer_range > 0:
-            raise ValueError("layer_norm_eps and initializer_range must be positive")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary (size {self.vocab_size})")
+            self._require_real(k, 0.0, 1.0, low_open=False)
+        self._require_real("layer_norm_eps", 0.0)
+        self._require_real("initializer_range", 0.0)
+        if self.pad_token_id is not None:
+            self._require_int("pad_token_id", low=0)
+            if self.pad_token_id >= self.vocab_size:
+                raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary (size {self.vocab_size})")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"attn_implementation={self.attn_implementation!r}; choose one of {ATTN_IMPLEMENTATIONS}")
 
@@ -76,10 +76,16 @@ class BertConfig(ConfigMixin):
 
 # %% ../book/04_bert.ipynb #9cd46ef2
 def _check_ids(name: str, ids: torch.Tensor, size: int, what: str):
-    "Raise a ValueError if `ids` holds a value outside [0, size)."
+    "Raise a ValueError if `ids` holds a value outside [0, size) (skipped inside torch.compile)."
+    if torch.compiler.is_compiling(): return  # value checks would break the compiled graph
     if ids.numel() and (ids.min() < 0 or ids.max() >= size):
         raise ValueError(f"{name} holds values in [{int(ids.min())}, {int(ids.max())}] but {what} has {size} "
                          f"entries (valid: 0..{size - 1}); check that the tokenizer and data match the model's config")
+
+def _check_int(name: str, t: torch.Tensor):
+    "Raise a TypeError unless `t` holds integers."
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer ids (torch.long), got {t.dtype}; convert with .long()")
 
 def _check_like(name: str, t: torch.Tensor | None, input_ids: torch.Tensor):
     "Raise a ValueError if `t` is given and its shape differs from `input_ids`'."
@@ -109,6 +115,8 @@ class BertEmbeddings(nn.Module):
         if input_ids.dtype not in (torch.long, torch.int32):
             raise TypeError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}")
         T = input_ids.size(1)
+        if T == 0:
+            raise ValueError(f"input_ids has no tokens (shape {tuple(input_ids.shape)}): pass at least one token per sequence")
         if T > c.max_position_embeddings:
             raise ValueError(f"sequence length {T} exceeds max_position_embeddings={c.max_position_embeddings}: "
                              f"truncate or split the input (or use a config with a longer position table)")
@@ -118,6 +126,7 @@ class BertEmbeddings(nn.Module):
             x = x + self.token_type_embeddings.weight[0]  # every token in segment A
         else:
             _check_like("token_type_ids", token_type_ids, input_ids)
+            _check_int("token_type_ids", token_type_ids)
             _check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "the segment table (type_vocab_size)")
             x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))  # (B, T, C)
@@ -134,7 +143,8 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor,  # (B, T, C)
                 mask: torch.Tensor | None = None,  # bool (B, 1, 1, T), True at real tokens
-                ) -> torch.Tensor:  # (B, T, C)
+                output_attentions: bool = False,  # also return the attention weights (eager path)
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:  # (B, T, C), weights (B, nh, T, T) or None
         "Attend from every position to every (unmasked) position."
         c = self.config
         w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3C, C)
@@ -142,8 +152,11 @@ class BertSelfAttention(nn.Module):
         q, k, v = F.linear(x, w, b).split(c.hidden_size, dim=-1)  # each (B, T, C)
         q, k, v = (split_heads(t, c.num_attention_heads) for t in (q, k, v))  # each (B, nh, T, hs)
         p = c.attention_probs_dropout_prob if self.training else 0.0
+        if output_attentions:
+            weights = attention_weights(q, k, mask, dropout_p=p)  # (B, nh, T, T)
+            return merge_heads(weights @ v), weights
         y = attend(q, k, v, mask, dropout_p=p, implementation=c.attn_implementation)  # (B, nh, T, hs)
-        return merge_heads(y)  # (B, T, C)
+        return merge_heads(y), None  # (B, T, C)
 
 # %% ../book/04_bert.ipynb #3a39a8b4
 class BertSelfOutput(nn.Module):
@@ -165,9 +178,11 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        "Attention with the residual connection and LayerNorm: (B, T, C)."
-        return self.output(self.self(x, mask), x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        "Attention with the residual connection and LayerNorm: (B, T, C), and the weights if asked."
+        h, weights = self.self(x, mask, output_attentions)
+        return self.output(h, x), weights
 
 # %% ../book/04_bert.ipynb #2872489a
 class BertIntermediate(nn.Module):
@@ -200,10 +215,11 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        "(B, T, C) -> (B, T, C)."
-        x = self.attention(x, mask)
-        return self.output(self.intermediate(x), x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        "(B, T, C) -> (B, T, C), and this layer's attention weights (B, nh, T, T) if asked."
+        x, weights = self.attention(x, mask, output_attentions)
+        return self.output(self.intermediate(x), x), weights
 
 # %% ../book/04_bert.ipynb #3892ca49
 class BertEncoder(nn.Module):
@@ -212,14 +228,16 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple | None]:
-        "Run all layers; also return the input and every layer's output when asked."
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        "Run all layers; also return the input and every layer's output, and the attention weights, when asked."
         hidden = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for layer in self.layer:
-            x = layer(x, mask)
+            x, weights = layer(x, mask, output_attentions)
             if hidden is not None: hidden.append(x)
-        return x, (tuple(hidden) if hidden is not None else None)
+            if attentions is not None: attentions.append(weights)
+        return x, (tuple(hidden) if hidden is not None else None), (tuple(attentions) if attentions is not None else None)
 
 class BertPooler(nn.Module):
     "tanh(dense(h_[CLS])): a fixed-size summary of the sequence for NSP and classifiers."
@@ -245,19 +263,22 @@ def init_bert_weights(module: nn.Module, std: float = 0.02):
 
 # %% ../book/04_bert.ipynb #afce82d8
 @dataclass
-class BertModelOutput:
-    "What `BertModel` returns."
+class BertModelOutput(ModelOutput):
+    "What `BertModel` returns (Hugging Face's field names; index it by name or position too)."
     last_hidden_state: torch.Tensor  # (B, T, C)
     pooler_output: torch.Tensor  # (B, C)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # num_hidden_layers + 1 tensors (B, T, C)
+    attentions: tuple[torch.Tensor, ...] | None = None  # num_hidden_layers tensors (B, nh, T, T)
 
 def _bert_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor | None:
     "Checked boolean padding mask (B, 1, 1, T), or None when every token is real."
     if attention_mask is None: return None
     _check_like("attention_mask", attention_mask, input_ids)
-    if attention_mask.dtype != torch.bool and ((attention_mask != 0) & (attention_mask != 1)).any():
-        raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
-    if attention_mask.all(): return None  # nothing to mask: let attention use its fastest kernel
+    if not torch.compiler.is_compiling():  # value checks would break the compiled graph
+        if attention_mask.dtype != torch.bool and ((attention_mask != 0) & (attention_mask != 1)).any():
+            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got values "
+                             f"{attention_mask.unique()[:5].tolist()}")
+        if attention_mask.all(): return None  # nothing to mask: let attention use its fastest kernel
     return padding_mask(attention_mask)  # (B, 1, 1, T)
 
 # %% ../book/04_bert.ipynb #2b05ceb9
@@ -289,12 +310,15 @@ class BertModel(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor,  # (B, T)
                 token_type_ids: torch.Tensor | None = None,  # (B, T), 0 for segment A, 1 for B
                 attention_mask: torch.Tensor | None = None,  # (B, T), 1 for real tokens, 0 for padding
-                output_hidden_states: bool = False,
+                output_hidden_states: bool = False,  # also return the embeddings and every layer's output
+                output_attentions: bool = False,  # also return every layer's attention weights
+                return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> BertModelOutput:
         "Encode a batch: vectors for every token and a pooled summary."
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        x, hidden = self.encoder(x, _bert_mask(attention_mask, input_ids), output_hidden_states)
-        return BertModelOutput(x, self.pooler(x), hidden)
+        mask = _bert_mask(attention_mask, input_ids)  # (B, 1, 1, T) or None
+        x, hidden, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
+        return output_or_tuple(BertModelOutput(x, self.pooler(x), hidden, attentions), return_dict)
 
     @classmethod
     def _from_hf_state_dict(cls, sd: dict) -> dict:
@@ -337,14 +361,38 @@ class BertPreTrainingHeads(nn.Module):
 
 # %% ../book/04_bert.ipynb #9aad75d3
 @dataclass
-class BertForPreTrainingOutput:
-    "What `BertForPreTraining` returns (Hugging Face's field names, plus the two loss parts)."
+class BertForPreTrainingOutput(ModelOutput):
+    "What `BertForPreTraining` returns (Hugging Face's field names and order, then the two loss parts)."
     loss: torch.Tensor | None = None  # mlm_loss + nsp_loss (the parts that were asked for)
     prediction_logits: torch.Tensor | None = None  # (B, T, vocab_size), or (N, vocab_size) with labelled_only
     seq_relationship_logits: torch.Tensor | None = None  # (B, 2)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # num_hidden_layers + 1 tensors (B, T, C)
+    attentions: tuple[torch.Tensor, ...] | None = None  # num_hidden_layers tensors (B, nh, T, T)
     mlm_loss: torch.Tensor | None = None
     nsp_loss: torch.Tensor | None = None
+
+def _check_mlm_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int):
+    "Raise unless `labels` has the shape of `input_ids` and holds token ids or -100."
+    _check_like("labels", labels, input_ids)
+    _check_int("labels", labels)
+    if not torch.compiler.is_compiling() and not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
+        bad = labels[((labels < 0) | (labels >= vocab_size)) & (labels != -100)].unique()[:5].tolist()
+        raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (not predicted), got {bad}")
+
+def _check_nsp_labels(next_sentence_label: torch.Tensor, batch_size: int):
+    "Raise unless `next_sentence_label` is (B,) of 0 (B follows A) and 1 (B is random)."
+    if next_sentence_label.shape != (batch_size,):
+        raise ValueError(f"next_sentence_label must have shape ({batch_size},), one label per pair; "
+                         f"got {tuple(next_sentence_label.shape)}")
+    _check_int("next_sentence_label", next_sentence_label)
+    if not torch.compiler.is_compiling() and ((next_sentence_label != 0) & (next_sentence_label != 1)).any():
+        raise ValueError(f"next_sentence_label must hold 0 (B follows A) or 1 (B is random), "
+                         f"got {next_sentence_label.unique()[:5].tolist()}")
+
+def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    "Cross-entropy averaged over the labels that are not -100; 0 (with zero gradients) when there are none."
+    n = (labels != -100).sum().clamp_min(1)
+    return F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / n
 
 # %% ../book/04_bert.ipynb #3804f470
 class BertForPreTraining(PreTrainedModel):
@@ -365,30 +413,32 @@ class BertForPreTraining(PreTrainedModel):
                 next_sentence_label: torch.Tensor | None = None,  # (B,) 0 = B follows A, 1 = B is random
                 output_hidden_states: bool = False,
                 labelled_only: bool = False,  # compute MLM logits only where labels != -100
+                output_attentions: bool = False,  # also return every layer's attention weights
+                return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> BertForPreTrainingOutput:
         "Pre-training forward pass: MLM and NSP scores, and their losses when labels are given."
-        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states)
-        h = out.last_hidden_state  # (B, T, C)
-        mlm_loss = nsp_loss = None
         if labels is not None:
-            _check_like("labels", labels, input_ids)
-            if labelled_only:
-                keep = labels != -100  # (B, T)
-                h, labels = h[keep], labels[keep]  # (N, C), (N,)
+            _check_mlm_labels(labels, input_ids, self.config.vocab_size)
         elif labelled_only:
             raise ValueError("labelled_only=True needs labels (it computes logits only where labels != -100)")
+        if next_sentence_label is not None:
+            _check_nsp_labels(next_sentence_label, input_ids.size(0))
+        out = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
+        h = out.last_hidden_state  # (B, T, C)
+        if labels is not None and labelled_only:
+            keep = labels != -100  # (B, T)
+            h, labels = h[keep], labels[keep]  # (N, C), (N,)
         logits = self.cls.predictions(h)  # (B, T, V) or (N, V)
         nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
+        mlm_loss = nsp_loss = None
         if labels is not None:
-            mlm_loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+            mlm_loss = _mean_cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1))
         if next_sentence_label is not None:
-            if next_sentence_label.shape != (input_ids.size(0),):
-                raise ValueError(f"next_sentence_label must have shape ({input_ids.size(0)},), one label per pair; "
-                                 f"got {tuple(next_sentence_label.shape)}")
             nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label)
         parts = [l for l in (mlm_loss, nsp_loss) if l is not None]
         loss = sum(parts[1:], parts[0]) if parts else None
-        return BertForPreTrainingOutput(loss, logits, nsp_logits, out.hidden_states, mlm_loss, nsp_loss)
+        return output_or_tuple(BertForPreTrainingOutput(loss, logits, nsp_logits, out.hidden_states, out.attentions,
+                                                        mlm_loss, nsp_loss), return_dict)
 
     @classmethod
     def _from_hf_state_dict(cls, sd: dict) -> dict:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import ATTN_IMPLEMENTATIONS, MultiHeadAttention, causal_mask, padding_mask
-from .weights import ConfigMixin, PreTrainedModel
+from .weights import ConfigMixin, ModelOutput, PreTrainedModel, output_or_tuple
 
 # %% ../book/05_gpt2.ipynb #4c0a85b1
 GPT2_ACTIVATIONS = {
@@ -53,25 +53,21 @@ class GPT2Config(ConfigMixin):
 
     def __post_init__(self):
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPT2Config.{name} must be a positive integer, got {value!r}")
+            self._require_int(name)
         if self.n_embd % self.n_head:
             raise ValueError(f"GPT2Config: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                              f"each head gets n_embd / n_head channels, so pick sizes that divide")
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner <= 0):
-            raise ValueError(f"GPT2Config.n_inner must be a positive integer or None (4 * n_embd), got {self.n_inner!r}")
-        if self.activation_function not in GPT2_ACTIVATIONS:
-            raise ValueError(f"GPT2Config.activation_function={self.activation_function!r} is not supported; "
-                             f"choose one of {sorted(GPT2_ACTIVATIONS)}")
+        if self.n_inner is not None:
+            self._require_int("n_inner")
+        self._require_choice("activation_function", GPT2_ACTIVATIONS)
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"GPT2Config.{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not self.layer_norm_epsilon > 0:
-            raise ValueError(f"GPT2Config.layer_norm_epsilon must be positive, got {self.layer_norm_epsilon!r}")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(f"GPT2Config.attn_implementation={self.attn_implementation!r}; "
-                             f"choose one of {ATTN_IMPLEMENTATIONS}")
+            self._require_real(name, 0.0, 1.0, low_open=False)
+        self._require_real("layer_norm_epsilon", 0.0)
+        self._require_real("initializer_range", 0.0)
+        for name in ("bos_token_id", "eos_token_id"):  # may lie outside the vocabulary, as in some HF configs
+            if getattr(self, name) is not None:
+                self._require_int(name, low=0)
+        self._require_choice("attn_implementation", ATTN_IMPLEMENTATIONS)
 
     @property
     def inner_dim(self) -> int:
@@ -119,20 +115,22 @@ class GPT2Block(nn.Module):
                 mask: torch.Tensor | None = None,  # bool, broadcast to (B, nh, T, T_past + T)
                 is_causal: bool = False,  # let attention apply the causal mask itself
                 past_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,  # (k, v), each (B, nh, T_past, hs)
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        "One block; returns the new residual stream (B, T, C) and this layer's (k, v) for the cache."
-        a, kv = self.attn(self.ln_1(x), mask, is_causal, past_key_value)
+                output_attentions: bool = False,  # also return the attention weights
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        "One block: the new residual stream (B, T, C), this layer's (k, v) for the cache, the weights or None."
+        a, kv, weights = self.attn(self.ln_1(x), mask, is_causal, past_key_value, output_attentions)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
-        return x, kv
+        return x, kv, weights
 
 # %% ../book/05_gpt2.ipynb #ed5a915a
 @dataclass
-class GPT2ModelOutput:
-    "Output of `GPT2Model` (Hugging Face's field names)."
+class GPT2ModelOutput(ModelOutput):
+    "Output of `GPT2Model` (Hugging Face's field names and order; index it by name or position too)."
     last_hidden_state: torch.Tensor  # (B, T, C), after the final LayerNorm
     past_key_values: tuple | None = None  # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
     hidden_states: tuple | None = None  # n_layer + 1 tensors (B, T, C), if output_hidden_states
+    attentions: tuple | None = None  # n_layer tensors (B, nh, T, T_past + T), if output_attentions
 
 # %% ../book/05_gpt2.ipynb #e6f4fc3e
 class GPT2Model(PreTrainedModel):
@@ -177,7 +175,9 @@ class GPT2Model(PreTrainedModel):
                 past_key_values: tuple | None = None,  # cache from a previous call: n_layer pairs (k, v)
                 use_cache: bool = False,  # return the keys and values for the next call
                 position_ids: torch.Tensor | None = None,  # (B, T) or (T,); default T_past .. T_past + T - 1
-                output_hidden_states: bool = False,
+                output_hidden_states: bool = False,  # also return the embeddings and every block's output
+                output_attentions: bool = False,  # also return every block's attention weights
+                return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> GPT2ModelOutput:
         "Contextual vectors (B, T, C) for the tokens of `input_ids`."
         B, T = _check_input_ids(input_ids, self.config)
@@ -189,17 +189,20 @@ class GPT2Model(PreTrainedModel):
         mask, is_causal = _decoder_mask(attention_mask, B, T, T_past, input_ids.device)
         if position_ids is None:
             position_ids = torch.arange(T_past, T_past + T, device=input_ids.device)  # (T,)
-        elif position_ids.shape[-1] != T or position_ids.min() < 0 or position_ids.max() >= self.config.n_positions:
-            raise ValueError(f"position_ids must be (B, {T}) or ({T},) with values in [0, {self.config.n_positions})")
+        else:
+            _check_position_ids(position_ids, B, T, self.config.n_positions)
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
-        hidden, presents = [], []
+        hidden, presents, attentions = [], [], []
         for i, block in enumerate(self.h):
             if output_hidden_states: hidden.append(x)
-            x, kv = block(x, mask, is_causal, past_key_values[i] if past_key_values else None)
+            x, kv, w = block(x, mask, is_causal, past_key_values[i] if past_key_values else None, output_attentions)
             if use_cache: presents.append(kv)
+            if output_attentions: attentions.append(w)
         x = self.ln_f(x)  # (B, T, C)
         if output_hidden_states: hidden.append(x)
-        return GPT2ModelOutput(x, tuple(presents) if use_cache else None, tuple(hidden) if output_hidden_states else None)
+        out = GPT2ModelOutput(x, tuple(presents) if use_cache else None, tuple(hidden) if output_hidden_states else None,
+                              tuple(attentions) if output_attentions else None)
+        return output_or_tuple(out, return_dict)
 
 # %% ../book/05_gpt2.ipynb #00c4edcf
 def _check_input_ids(input_ids: torch.Tensor, config: GPT2Config) -> tuple[int, int]:
@@ -209,6 +212,8 @@ def _check_input_ids(input_ids: torch.Tensor, config: GPT2Config) -> tuple[int, 
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}; "
                          f"use input_ids[None] for a single sequence")
+    if input_ids.size(1) == 0:
+        raise ValueError(f"input_ids has no tokens (shape {tuple(input_ids.shape)}): pass at least one token per sequence")
     if torch.compiler.is_compiling():  # value checks would break the compiled graph
         return input_ids.shape
     if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
@@ -235,22 +240,40 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, cached + new "
                              f"tokens) = ({B}, {T_past + T}), one entry per token of input_ids"
                              + (" and of the cache" if T_past else ""))
-        if not torch.compiler.is_compiling() and bool(attention_mask.all()):  # no padding: drop the mask
-            attention_mask = None
+        if not torch.compiler.is_compiling():  # value checks would break the compiled graph
+            if attention_mask.dtype != torch.bool and ((attention_mask != 0) & (attention_mask != 1)).any():
+                raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got values "
+                                 f"{attention_mask.unique()[:5].tolist()}")
+            if bool(attention_mask.all()):  # no padding: drop the mask
+                attention_mask = None
     if attention_mask is None:
         if T_past == 0: return None, True  # the fastest path: SDPA's own causal mask
         if T == 1: return None, False  # one new token may see every key
         return causal_mask(T, T_past + T, device=device), False
     return padding_mask(attention_mask) & causal_mask(T, T_past + T, device=device), False  # (B, 1, T, T_past + T)
 
+
+def _check_position_ids(position_ids: torch.Tensor, B: int, T: int, n_positions: int):
+    "Raise unless `position_ids` is (T,), (1, T) or (B, T) of integers in [0, n_positions)."
+    if position_ids.dtype.is_floating_point or position_ids.dtype.is_complex or position_ids.dtype == torch.bool:
+        raise TypeError(f"position_ids must hold integer positions (torch.long), got {position_ids.dtype}")
+    if position_ids.dim() not in (1, 2) or position_ids.shape[-1] != T or (position_ids.dim() == 2 and
+                                                                            position_ids.size(0) not in (1, B)):
+        raise ValueError(f"position_ids must have shape ({B}, {T}) or ({T},), one position per token of input_ids; "
+                         f"got {tuple(position_ids.shape)}")
+    if not torch.compiler.is_compiling() and (position_ids.min() < 0 or position_ids.max() >= n_positions):
+        raise ValueError(f"position_ids must lie in [0, {n_positions}) (n_positions), got values in "
+                         f"[{int(position_ids.min())}, {int(position_ids.max())}]")
+
 # %% ../book/05_gpt2.ipynb #abdfe913
 @dataclass
-class CausalLMOutput:
-    "Output of `GPT2LMHeadModel` (Hugging Face's field names)."
+class CausalLMOutput(ModelOutput):
+    "Output of `GPT2LMHeadModel` (Hugging Face's field names and order; index it by name or position too)."
     loss: torch.Tensor | None = None  # mean next-token cross-entropy, if labels were given
     logits: torch.Tensor | None = None  # (B, T, vocab_size)
     past_key_values: tuple | None = None  # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
     hidden_states: tuple | None = None  # n_layer + 1 tensors (B, T, C), if output_hidden_states
+    attentions: tuple | None = None  # n_layer tensors (B, nh, T, T_past + T), if output_attentions
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -262,12 +285,12 @@ class _CrossEntropy(torch.autograd.Function):
         t = targets.clamp_min(0)[:, None]  # (N, 1); ignored rows point at 0 and get weight 0
         logp = torch.log_softmax(logits, dim=-1)  # (N, V)
         ctx.save_for_backward(logp, t, valid)
-        return -(logp.gather(1, t).squeeze(1) * valid).sum() / valid.sum()
+        return -(logp.gather(1, t).squeeze(1) * valid).sum() / valid.sum().clamp_min(1)  # 0 if all ignored
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         logp, t, valid = ctx.saved_tensors
-        w = (grad / valid.sum()) * valid  # (N,) weight of each row in the mean
+        w = (grad / valid.sum().clamp_min(1)) * valid  # (N,) weight of each row in the mean
         g = torch.exp(logp).mul_(w[:, None])  # (N, V) w * softmax
         return g.scatter_add_(1, t, -w[:, None]), None  # w * (softmax - one-hot)
 
@@ -308,15 +331,26 @@ class GPT2LMHeadModel(PreTrainedModel):
                 past_key_values: tuple | None = None,  # cache from a previous call: n_layer pairs (k, v)
                 use_cache: bool = False,  # return the keys and values for the next call
                 position_ids: torch.Tensor | None = None,  # (B, T) or (T,); default T_past .. T_past + T - 1
-                output_hidden_states: bool = False,
+                output_hidden_states: bool = False,  # also return the embeddings and every block's output
+                output_attentions: bool = False,  # also return every block's attention weights
+                return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> CausalLMOutput:
         "Next-token logits (B, T, vocab_size; a view, use `.reshape`), and the loss if `labels` are given."
         if labels is not None:
             _check_labels(labels, input_ids, self.config.vocab_size)
-        out = self.transformer(input_ids, attention_mask, past_key_values, use_cache, position_ids, output_hidden_states)
+        out = self.transformer(input_ids, attention_mask, past_key_values, use_cache, position_ids,
+                               output_hidden_states, output_attentions)
         logits = self.padded_logits(out.last_hidden_state)  # (B, T, V padded)
         loss = None if labels is None else causal_lm_loss(logits, labels)
-        return CausalLMOutput(loss, logits[..., :self.config.vocab_size], out.past_key_values, out.hidden_states)
+        out = CausalLMOutput(loss, logits[..., :self.config.vocab_size], out.past_key_values, out.hidden_states,
+                             out.attentions)
+        return output_or_tuple(out, return_dict)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        "`scratchformers.generation.generate(self, input_ids, attention_mask=..., **kwargs)` (chapter 7)."
+        from scratchformers.generation import generate  # chapter 7 builds on this one
+        mask = {} if attention_mask is None else {"attention_mask": attention_mask}
+        return generate(self, input_ids, **mask, **kwargs)
 
     def padded_logits(self, h: torch.Tensor) -> torch.Tensor:
         "Logits over the vocabulary padded to `vocab_pad_multiple`, padding columns at finfo.min: (B, T, V padded)."
@@ -332,6 +366,8 @@ def _check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int
     if labels.shape != input_ids.shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)} (the model shifts them "
                          f"itself), got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must hold integer token ids (torch.long), got {labels.dtype}; convert with .long()")
     if not torch.compiler.is_compiling() and not (((labels >= 0) & (labels < vocab_size)) | (labels == -100)).all():
         raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (ignored)")
 

@@ -5,11 +5,14 @@
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'SAFE_WEIGHTS_NAME', 'SAFE_INDEX_NAME', 'CONFIG_NAME', 'atomic_write_bytes', 'atomic_write_text',
            'atomic_save', 'ConfigMixin', 'CheckpointError', 'read_config', 'load_hf_state_dict', 'check_state_dict',
-           'PreTrainedModel']
+           'ModelOutput', 'output_or_tuple', 'resolve_model_dir', 'PreTrainedModel']
 
 # %% ../book/04a_weights.ipynb #4e997d78
 import json
+import math
 import os
+import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, fields
@@ -77,6 +80,8 @@ class ConfigMixin:
     @classmethod
     def from_dict(cls, d: dict, **overrides):
         "Build a config from a (Hugging Face) dict plus `overrides`; unknown keys are ignored."
+        if not isinstance(d, dict):
+            raise TypeError(f"{cls.__name__}.from_dict needs a dict of config fields, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         if bad := sorted(set(overrides) - names):
             raise TypeError(f"{cls.__name__} has no field(s) {bad}; valid fields: {sorted(names)}")
@@ -89,6 +94,28 @@ class ConfigMixin:
                 raise ValueError(f"{cls.__name__}: {k}={d[k]!r} is not implemented here (only {ok!r}); "
                                  f"this checkpoint needs a different architecture")
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def _require_int(self, name: str, low: int = 1):
+        "Raise a ValueError unless field `name` is an int >= `low`."
+        v = getattr(self, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            what = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise ValueError(f"{type(self).__name__}.{name} must be {what}, got {v!r}")
+
+    def _require_real(self, name: str, low: float, high: float = math.inf, low_open: bool = True,
+                      high_open: bool = True):
+        "Raise a ValueError unless field `name` is a real number in the interval from `low` to `high`."
+        v = getattr(self, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not ok:
+            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise ValueError(f"{type(self).__name__}.{name} must be a number in {interval}, got {v!r}")
+
+    def _require_choice(self, name: str, choices):
+        "Raise a ValueError unless field `name` is one of `choices`."
+        if (v := getattr(self, name)) not in choices:
+            raise ValueError(f"{type(self).__name__}.{name}={v!r} is not supported; choose one of {sorted(choices)}")
 
 # %% ../book/04a_weights.ipynb #9453ddb6
 WEIGHTS_NAME, SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME, CONFIG_NAME = (
@@ -114,9 +141,13 @@ def read_config(directory) -> dict:
     path = _require_dir(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a model directory needs a {CONFIG_NAME} next to its weights")
-    try: return json.loads(path.read_text(encoding="utf-8"))
+    try: config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); fix or rewrite it (save_pretrained writes one)") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not an object of config fields "
+                         f'({{"model_type": ..., ...}}); fix or rewrite it (save_pretrained writes one)')
+    return config
 
 # %% ../book/04a_weights.ipynb #6bca2b90
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -199,6 +230,92 @@ def _retie(model: nn.Module, sd: dict) -> dict:
             for n in names: sd.setdefault(n, sd[have[0]])
     return sd
 
+# %% ../book/04a_weights.ipynb #1076e7c6
+class ModelOutput:
+    "Base of the output dataclasses: fields by name (`out.logits`, `out['logits']`) or by position (`out[0]`)."
+
+    def keys(self) -> list[str]:
+        "Names of the fields that are set (not None), in order."
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        "The fields that are set, in order."
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        "(name, value) of the fields that are set."
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        "The fields that are set, as a tuple (what `return_dict=False` returns)."
+        return tuple(self.values())
+
+    def __getitem__(self, key):
+        "A field by name, or by position among the fields that are set."
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{key!r} is not set in this {type(self).__name__}; set: {self.keys()}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self): return iter(self.keys())
+    def __len__(self): return len(self.keys())
+    def __contains__(self, key) -> bool: return isinstance(key, str) and key in self.keys()
+
+
+def output_or_tuple(out: ModelOutput, return_dict: bool | None):
+    "`out` itself, or `out.to_tuple()` when `return_dict` is False (None means True, as in `transformers`)."
+    if return_dict is None or return_dict is True: return out
+    if return_dict is False: return out.to_tuple()
+    raise TypeError(f"return_dict must be True, False or None, got {return_dict!r}")
+
+# %% ../book/04a_weights.ipynb #339a02e0
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+def _is_hub_id(name) -> bool:
+    "Whether `name` is a string shaped like a Hub id: 'gpt2', 'google-bert/bert-base-uncased'."
+    return isinstance(name, str) and bool(_HUB_ID.fullmatch(name)) and ".." not in name
+
+def _hub_offline() -> bool:
+    "Whether HF_HUB_OFFLINE asks for no network access."
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    "Whether a TCP connection to the Hub's endpoint opens within `timeout` seconds (True behind a proxy)."
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")): return True
+    from urllib.parse import urlparse
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try: socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError: return False
+    return True
+
+# %% ../book/04a_weights.ipynb #635a5e39
+def resolve_model_dir(name_or_dir) -> Path:
+    "A local model directory: `name_or_dir` itself, or the Hub model of that name downloaded into the Hub cache."
+    if isinstance(name_or_dir, Path) or Path(name_or_dir).is_dir() or not _is_hub_id(name_or_dir):
+        return _require_dir(name_or_dir)
+    name, offline = name_or_dir, _hub_offline()
+    how = (f"pass a local directory holding {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} instead, e.g. fetched where "
+           f"there is a network with `hf download {name} {CONFIG_NAME} {SAFE_WEIGHTS_NAME} --local-dir DIR`")
+    if not offline and not _hub_reachable():
+        raise FileNotFoundError(f"{name!r} is not a local directory and the Hugging Face Hub cannot be reached "
+                                f"from here: {how}")
+    try: from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise FileNotFoundError(f"{name!r} is not a local directory, and downloading it needs huggingface_hub "
+                                f"(pip install huggingface_hub): {how}") from e
+    try:
+        config = Path(hf_hub_download(name, CONFIG_NAME, local_files_only=offline))
+        for weights in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME):
+            try: hf_hub_download(name, weights, local_files_only=offline); break
+            except Exception:
+                if weights == WEIGHTS_NAME: raise
+    except Exception as e:
+        why = ("HF_HUB_OFFLINE is set and it is not in the local Hub cache" if offline else
+               f"the Hub answered {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise FileNotFoundError(f"{name!r} is not a local directory and could not be fetched ({why}): {how}") from e
+    return config.parent
+
 # %% ../book/04a_weights.ipynb #b4171644
 class PreTrainedModel(nn.Module):
     "Base for models read from and written to Hugging Face model directories."
@@ -225,7 +342,8 @@ class PreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, **overrides):
-        "Load a Hugging Face model directory (config.json + weights); `overrides` change config fields."
+        "Load a Hugging Face model directory (config.json + weights), or a Hub model by name; `overrides` change config fields."
+        directory = resolve_model_dir(directory)
         config = cls.config_class.from_dict(read_config(directory), **overrides)
         model = cls(config)
         sd = _retie(model, cls._from_hf_state_dict(load_hf_state_dict(directory)))
@@ -236,7 +354,12 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(self, directory) -> Path:
         "Write config.json and model.safetensors (atomically) so that this class or `transformers` can load them."
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        if directory.exists() and not directory.is_dir():
+            raise FileExistsError(f"cannot save the model to {directory}: it is a file, not a directory; "
+                                  f"pass a directory (save_pretrained writes {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} into it)")
+        try: directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            raise FileExistsError(f"cannot create the directory {directory}: a part of its path is a file ({e})") from e
         sd = _untie(self._to_hf_state_dict())
         with _atomic_path(directory / SAFE_WEIGHTS_NAME) as tmp: save_file(sd, tmp, metadata={"format": "pt"})
         dtype = str(next(self.parameters()).dtype).removeprefix("torch.")

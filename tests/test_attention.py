@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scratchformers.attention import (ATTN_IMPLEMENTATIONS, MultiHeadAttention, attend, causal_mask, eager_attention,
-                                      merge_heads, padding_mask, sdpa_attention, split_heads)
+from scratchformers.attention import (ATTN_IMPLEMENTATIONS, MultiHeadAttention, attend, attention_weights, causal_mask,
+                                      eager_attention, merge_heads, padding_mask, sdpa_attention, split_heads)
 
 TOL = 1e-6  # fp32
 
@@ -134,10 +134,10 @@ def test_multihead_attention_cache(impl):
     torch.manual_seed(0)
     mha = MultiHeadAttention(30, 5, implementation=impl).eval()
     x = torch.randn(2, 8, 30)
-    full, (k, v) = mha(x, is_causal=True)
-    assert k.shape == v.shape == (2, 5, 8, 6)
-    y1, past = mha(x[:, :5], is_causal=True)
-    y2, past = mha(x[:, 5:], is_causal=True, past_key_value=past)
+    full, (k, v), w = mha(x, is_causal=True)
+    assert k.shape == v.shape == (2, 5, 8, 6) and w is None
+    y1, past, _ = mha(x[:, :5], is_causal=True)
+    y2, past, _ = mha(x[:, 5:], is_causal=True, past_key_value=past)
     assert past[0].shape == (2, 5, 8, 6)
     assert _maxdiff(torch.cat([y1, y2], 1), full) <= TOL
 
@@ -168,3 +168,30 @@ def test_bad_input():
         split_heads(torch.randn(1, 2, 10), 4)
     with pytest.raises(ValueError, match="shape"):
         padding_mask(torch.ones(4))
+
+
+@pytest.mark.parametrize("kind", ["none", "padding", "causal", "causal+padding"])
+def test_attention_weights_times_values_is_attention(kind):
+    q, k, v = _qkv(T_q=9, T_k=9)
+    m = padding_mask(_lengths_mask([9, 5, 1], 9)) if kind.endswith("padding") else None  # no fully masked row
+    w = attention_weights(q, k, m, is_causal=kind.startswith("causal"))
+    assert torch.allclose(w.sum(-1), torch.ones(w.shape[:-1]), atol=TOL)
+    if kind.startswith("causal"):
+        assert (w[..., ~causal_mask(9, 9)] == 0).all()
+    ref = attend(q, k, v, m, is_causal=kind.startswith("causal"), implementation="sdpa")
+    assert _maxdiff(w @ v, ref) <= TOL
+
+
+@pytest.mark.parametrize("impl", ATTN_IMPLEMENTATIONS)
+def test_multihead_attention_returns_weights_with_cache(impl):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(30, 5, implementation=impl).eval()
+    x = torch.randn(2, 8, 30)
+    full, _, w_full = mha(x, is_causal=True, output_attentions=True)
+    ref, _, none = mha(x, is_causal=True)
+    assert none is None and _maxdiff(full, ref) <= TOL
+    assert w_full.shape == (2, 5, 8, 8)
+    _, past, _ = mha(x[:, :5], is_causal=True)
+    y2, _, w2 = mha(x[:, 5:], is_causal=True, past_key_value=past, output_attentions=True)
+    assert w2.shape == (2, 5, 3, 8)  # the 3 new queries against all 8 keys
+    assert _maxdiff(w2, w_full[:, :, 5:]) <= TOL and _maxdiff(y2, full[:, 5:]) <= TOL

@@ -275,3 +275,130 @@ def test_untrained_loss_is_uniform_guess():
     out = m(ids, labels=ids, next_sentence_label=torch.tensor([0, 1, 0, 1]))
     assert abs(out.mlm_loss.item() - math.log(1000)) < 0.05
     assert abs(out.nsp_loss.item() - math.log(2)) < 0.05
+
+
+# ---------------------------------------------------------------- outputs shaped like transformers'
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("cls", ["BertModel", "BertForPreTraining"])
+def test_output_attentions_equal_transformers(tmp_path, cls, impl):
+    cfg = CONFIGS[0]
+    torch.manual_seed(7)
+    hf = getattr(transformers, cls)(transformers.BertConfig(**cfg, attn_implementation="eager")).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = {"BertModel": BertModel, "BertForPreTraining": BertForPreTraining}[cls].from_pretrained(
+        tmp_path / "hf", attn_implementation=impl)
+    batch = _batch(cfg, seed=2)
+    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    a, b = hf(**inputs, output_attentions=True), ours(**inputs, output_attentions=True)
+    assert isinstance(b.attentions, tuple) and len(b.attentions) == len(a.attentions) == cfg["num_hidden_layers"]
+    for i, (x, y) in enumerate(zip(a.attentions, b.attentions)):
+        assert y.shape == x.shape == (3, cfg["num_attention_heads"], 11, 11)
+        assert _diff(x, y) <= 1e-5, f"layer {i} attention differs by {_diff(x, y):.2e}"
+    assert (b.attentions[0][1, :, :, 8:] == 0).all()  # padding gets no weight
+    plain = ours(**inputs)
+    assert plain.attentions is None
+    first = plain.last_hidden_state if cls == "BertModel" else plain.prediction_logits
+    assert _diff(first, b[0]) <= 1e-6  # the same model output with or without the weights
+
+
+def test_outputs_index_like_transformers(tmp_path):
+    cfg = CONFIGS[1]
+    torch.manual_seed(3)
+    hf = transformers.BertForPreTraining(transformers.BertConfig(**cfg, attn_implementation="eager")).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = BertForPreTraining.from_pretrained(tmp_path / "hf")
+    batch = _batch(cfg, seed=1)
+    for kw in ({}, {"labels": batch["labels"], "next_sentence_label": batch["next_sentence_label"]},
+               {"output_hidden_states": True, "output_attentions": True}):
+        inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")} | kw
+        a, b = hf(**inputs), ours(**inputs)
+        hf_keys = list(a.keys())
+        assert len(hf_keys) == (3 if "labels" in kw else 4 if kw else 2)  # + loss, or + hidden states and attentions
+        assert b.keys()[:len(hf_keys)] == hf_keys  # extra fields (mlm_loss, nsp_loss) come after HF's
+        for i, k in enumerate(hf_keys):
+            x, y = a[i], b[i]
+            assert b[k] is y and getattr(b, k) is y
+            for u, w in zip(x if isinstance(x, tuple) else (x,), y if isinstance(y, tuple) else (y,)):
+                assert _diff(u, w) <= 1e-5, (k, _diff(u, w))
+        t_hf, t_ours = hf(**inputs, return_dict=False), ours(**inputs, return_dict=False)
+        assert isinstance(t_ours, tuple) and len(t_ours) == len(b.to_tuple())
+        assert all(_diff(x if not isinstance(x, tuple) else x[0], y if not isinstance(y, tuple) else y[0]) <= 1e-5
+                   for x, y in zip(t_hf, t_ours))
+    enc = BertModel(BertConfig(**cfg)).eval()
+    out = enc(batch["input_ids"], return_dict=False)
+    assert isinstance(out, tuple) and len(out) == 2 and out[1].shape == (3, cfg["hidden_size"])
+    with pytest.raises(TypeError, match="return_dict"):
+        enc(batch["input_ids"], return_dict="no")
+
+
+# ---------------------------------------------------------------- labels: validated, never NaN
+@pytest.mark.parametrize("call, err, match", [
+    (lambda m: m(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1.0, 2.0, -100.0]])), TypeError,
+     "labels must hold integer ids \\(torch.long\\), got torch.float32"),
+    (lambda m: m(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 50, -100]])), ValueError,
+     "labels must be token ids in \\[0, 50\\) or -100 \\(not predicted\\), got \\[50\\]"),
+    (lambda m: m(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, -5, -100]])), ValueError, "got \\[-5\\]"),
+    (lambda m: m(torch.tensor([[1, 2, 3]]), next_sentence_label=torch.tensor([2])), ValueError,
+     "next_sentence_label must hold 0 \\(B follows A\\) or 1 \\(B is random\\), got \\[2\\]"),
+    (lambda m: m(torch.tensor([[1, 2, 3]]), next_sentence_label=torch.tensor([-100])), ValueError, "got \\[-100\\]"),
+    (lambda m: m(torch.tensor([[1, 2, 3]]), next_sentence_label=torch.tensor([1.0])), TypeError,
+     "next_sentence_label must hold integer ids \\(torch.long\\), got torch.float32"),
+    (lambda m: m(torch.tensor([[1, 2, 3]]), token_type_ids=torch.tensor([[0.0, 1.0, 0.0]])), TypeError,
+     "token_type_ids must hold integer ids \\(torch.long\\), got torch.float32"),
+    (lambda m: m(torch.zeros(2, 0, dtype=torch.long)), ValueError, "input_ids has no tokens \\(shape \\(2, 0\\)\\)"),
+    (lambda m: m(torch.zeros(2, 0, dtype=torch.long), labels=torch.zeros(2, 0, dtype=torch.long)), ValueError,
+     "no tokens"),
+])
+def test_bad_labels_and_ids(tiny, call, err, match):
+    with pytest.raises(err, match=match):
+        call(tiny)
+
+
+@pytest.mark.parametrize("labelled_only", [False, True])
+def test_all_labels_ignored_gives_zero_loss_and_zero_gradients(labelled_only):
+    torch.manual_seed(0)
+    m = BertForPreTraining(BertConfig(vocab_size=50, hidden_size=12, num_hidden_layers=1, num_attention_heads=3,
+                                      intermediate_size=16, max_position_embeddings=10))
+    ids = torch.randint(0, 50, (2, 6))
+    out = m(ids, labels=torch.full_like(ids, -100), labelled_only=labelled_only)
+    assert out.loss.item() == 0.0 and out.mlm_loss.item() == 0.0
+    out.loss.backward()
+    grads = [p.grad for p in m.parameters() if p.grad is not None]
+    assert all(torch.isfinite(g).all() and (g == 0).all() for g in grads)
+    # with some labels the loss is the mean over them, as F.cross_entropy computes it
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 4] = 7, 9
+    out = m(ids, labels=labels)
+    ref = torch.nn.functional.cross_entropy(out.prediction_logits.reshape(-1, 50), labels.reshape(-1))
+    assert _diff(out.mlm_loss, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(initializer_range=-1), "initializer_range must be a number in \\(0.0, inf\\), got -1"),
+    (dict(initializer_range=float("nan")), "initializer_range"),
+    (dict(layer_norm_eps=0), "layer_norm_eps must be a number in \\(0.0, inf\\)"),
+    (dict(attention_probs_dropout_prob=1.0), "attention_probs_dropout_prob must be a number in \\[0.0, 1.0\\)"),
+    (dict(hidden_dropout_prob="0.1"), "hidden_dropout_prob must be a number"),
+    (dict(hidden_size=768.0), "hidden_size must be a positive integer, got 768.0"),
+    (dict(type_vocab_size=True), "type_vocab_size must be a positive integer"),
+    (dict(pad_token_id=-1), "pad_token_id must be an integer >= 0"),
+    (dict(pad_token_id=1.0), "pad_token_id must be an integer >= 0"),
+])
+def test_more_bad_config_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        BertConfig(**kw)
+
+
+def test_compiles_without_graph_breaks():
+    "The input checks step aside inside torch.compile (fullgraph), as GPT-2's do; the numbers are unchanged."
+    torch.manual_seed(0)
+    m = BertForPreTraining(BertConfig(vocab_size=50, hidden_size=12, num_hidden_layers=1, num_attention_heads=3,
+                                      intermediate_size=16, max_position_embeddings=10)).eval()
+    ids = torch.randint(0, 50, (2, 6))
+    am = torch.ones_like(ids)
+    am[1, 4:] = 0
+    kw = dict(token_type_ids=torch.zeros_like(ids), attention_mask=am, labels=ids.masked_fill(am == 0, -100),
+              next_sentence_label=torch.tensor([0, 1]))
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
+    a, b = m(ids, **kw), compiled(ids, **kw)
+    assert _diff(a.loss, b.loss) <= 1e-6 and _diff(a.prediction_logits, b.prediction_logits) <= 1e-6

@@ -296,7 +296,7 @@ def test_bad_forward_input():
     (dict(n_layer=0), "n_layer must be a positive integer"),
     (dict(vocab_size=-5), "vocab_size must be a positive integer"),
     (dict(activation_function="gelu_fast"), "not supported"),
-    (dict(attn_pdrop=1.0), "attn_pdrop must be in"),
+    (dict(attn_pdrop=1.0), "attn_pdrop must be a number in \\[0.0, 1.0\\)"),
     (dict(attn_implementation="flash"), "choose one of"),
     (dict(n_inner=0), "n_inner must be"),
     (dict(layer_norm_epsilon=0.0), "layer_norm_epsilon"),
@@ -363,3 +363,224 @@ def test_corrupt_and_missing_files(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         GPT2LMHeadModel.from_pretrained(tmp_path)
+
+
+# ---- outputs shaped like transformers': attentions, indexing, return_dict -------------------------
+
+def _pair(sizes=None, impl="sdpa", seed=0):
+    "transformers' eager GPT-2 and ours with the same weights."
+    sizes = sizes or CONFIGS["5 heads of 6"]
+    theirs = _hf_model(sizes, "eager", seed=seed)
+    ours = GPT2LMHeadModel(GPT2Config(**sizes, attn_implementation=impl)).eval()
+    ours.load_state_dict(GPT2LMHeadModel._from_hf_state_dict(theirs.state_dict()))
+    return theirs, ours
+
+
+@pytest.mark.parametrize("impl", ATTN_IMPLEMENTATIONS)
+@pytest.mark.parametrize("base", [False, True])
+def test_output_attentions_equal_transformers(impl, base):
+    theirs, ours = _pair(impl=impl)
+    if base:
+        theirs, ours = theirs.transformer, ours.transformer
+    ids, am, _ = _batch(97)  # right-padded, left-padded and unpadded rows
+    with torch.no_grad():
+        for mask in (None, am):
+            a = theirs(input_ids=ids, attention_mask=mask, output_attentions=True)
+            b = ours(ids, attention_mask=mask, output_attentions=True)
+            assert isinstance(b.attentions, tuple) and len(b.attentions) == len(a.attentions) == 2
+            for x, y in zip(a.attentions, b.attentions):
+                assert y.shape == x.shape == (4, 5, 12, 12)
+                assert _maxdiff(x, y) <= TOL
+            rows = [0, 1, 3]  # row 2 is left-padded: its fully masked padding queries average over all keys
+            assert (b.attentions[0][rows][:, :, torch.arange(12)[:, None] < torch.arange(12)] == 0).all()  # causal
+            assert ours(ids, attention_mask=mask).attentions is None
+
+
+def test_output_attentions_with_a_cache_equal_transformers():
+    theirs, ours = _pair()
+    ids, _, _ = _batch(97, T=9)
+    with torch.no_grad():
+        o1, t1 = ours(ids[:, :6], use_cache=True), theirs(input_ids=ids[:, :6], use_cache=True)
+        o2 = ours(ids[:, 6:], past_key_values=o1.past_key_values, output_attentions=True)
+        t2 = theirs(input_ids=ids[:, 6:], past_key_values=t1.past_key_values, output_attentions=True)
+    for x, y in zip(t2.attentions, o2.attentions, strict=True):
+        assert y.shape == x.shape == (4, 5, 3, 9) and _maxdiff(x, y) <= TOL
+
+
+def test_outputs_index_like_transformers():
+    theirs, ours = _pair()
+    ids, am, labels = _batch(97)
+    for kw in ({"use_cache": False}, {"labels": labels, "use_cache": False},
+               {"labels": labels, "use_cache": True, "output_hidden_states": True, "output_attentions": True}):
+        with torch.no_grad():
+            a, b = theirs(input_ids=ids, attention_mask=am, **kw), ours(ids, attention_mask=am, **kw)
+            ta, tb = (theirs(input_ids=ids, attention_mask=am, return_dict=False, **kw),
+                      ours(ids, attention_mask=am, return_dict=False, **kw))
+        want = ["logits"] if len(kw) == 1 else ["loss", "logits"] if len(kw) == 2 else \
+            ["loss", "logits", "past_key_values", "hidden_states", "attentions"]
+        hf_keys = [k for k in a.keys() if k != "cross_attentions"]  # HF adds an empty one; GPT-2 has none
+        assert hf_keys == b.keys() == want and len(b) == len(want) and list(b) == want
+        assert isinstance(tb, tuple) and len(tb) == len(want) and list(a.keys())[:len(want)] == want
+        for i, k in enumerate(want):
+            assert b[k] is getattr(b, k) and b[i] is b[k]
+            if k in ("loss", "logits"):
+                assert _maxdiff(a[i], b[i]) <= TOL and _maxdiff(ta[i], tb[i]) <= TOL
+        assert b.to_tuple() == tuple(b[k] for k in want)
+    base = ours.transformer(ids, return_dict=False)
+    assert isinstance(base, tuple) and len(base) == 1 and base[0].shape == (4, 12, 30)
+
+
+# ---- left-padded batches, as batched generation feeds them ------------------------------------------
+
+def _left_padded(vocab_size, lengths=(7, 3, 5), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(0, vocab_size, (len(lengths), T), generator=g)
+    am = torch.zeros(len(lengths), T, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        am[i, T - n:] = 1
+        ids[i, :T - n] = vocab_size - 1  # a pad id (the eos, as GPT-2 pads)
+    return ids, am
+
+
+def _hf_positions(am):
+    "transformers' generate: position_ids = cumsum(mask) - 1, with 1 at padding."
+    return (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
+
+
+@pytest.mark.parametrize("impl", ATTN_IMPLEMENTATIONS)
+def test_left_padded_batch_equals_transformers_with_and_without_cache(impl):
+    theirs, ours = _pair(impl=impl)
+    ids, am = _left_padded(97)
+    real = am.bool()
+    g = torch.Generator().manual_seed(3)
+    new = torch.randint(0, 96, (3, 4), generator=g)  # 4 decoding steps, one token at a time
+    with torch.no_grad():
+        a = theirs(input_ids=ids, attention_mask=am, position_ids=_hf_positions(am), use_cache=True)
+        b = ours(ids, attention_mask=am, position_ids=_hf_positions(am), use_cache=True)
+        assert _maxdiff(a.logits[real], b.logits[real]) <= TOL
+        past_a, past_b, mask, full_ids = a.past_key_values, b.past_key_values, am, ids
+        for t in range(new.size(1)):
+            mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1)  # (B, past + 1)
+            pos = _hf_positions(mask)[:, -1:]
+            a = theirs(input_ids=new[:, t:t + 1], attention_mask=mask, position_ids=pos, past_key_values=past_a,
+                       use_cache=True)
+            b = ours(new[:, t:t + 1], attention_mask=mask, position_ids=pos, past_key_values=past_b, use_cache=True)
+            past_a, past_b = a.past_key_values, b.past_key_values
+            assert _maxdiff(a.logits, b.logits) <= TOL, t
+            full_ids = torch.cat([full_ids, new[:, t:t + 1]], 1)
+            # without a cache: the whole left-padded sequence again gives the same last logits
+            c = ours(full_ids, attention_mask=mask, position_ids=_hf_positions(mask))
+            assert _maxdiff(c.logits[:, -1:], b.logits) <= TOL, t
+    # each row equals its prompt run alone, unpadded
+    for i, n in enumerate(am.sum(1).tolist()):
+        alone = ours(full_ids[i:i + 1, -(n + 4):]).logits[0, -1]
+        assert _maxdiff(alone, b.logits[i, -1]) <= TOL
+
+
+def test_generate_method_calls_generation():
+    from scratchformers.generation import generate
+    m = _tiny()
+    ids = torch.randint(0, 100, (2, 5))
+    out = m.generate(ids, max_new_tokens=6)
+    assert out.shape == (2, 11) and torch.equal(out[:, :5], ids)
+    assert torch.equal(out, generate(m, ids, max_new_tokens=6))
+    with torch.no_grad():  # greedy: each new token is the argmax after the previous ones
+        logits = m(out[:, :-1]).logits
+    assert torch.equal(out[:, 5:], logits[:, 4:].argmax(-1))
+
+
+# ---- bad input, never NaN -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, err, match", [
+    (lambda m: m(torch.zeros(2, 0, dtype=torch.long)), ValueError, "input_ids has no tokens \\(shape \\(2, 0\\)\\)"),
+    (lambda m: m(torch.zeros(2, 0, dtype=torch.long), labels=torch.zeros(2, 0, dtype=torch.long)), ValueError,
+     "no tokens"),
+    (lambda m: m(torch.zeros(1, 3, dtype=torch.long), labels=torch.zeros(1, 3)), TypeError,
+     "labels must hold integer token ids \\(torch.long\\), got torch.float32"),
+    (lambda m: m(torch.zeros(1, 3, dtype=torch.long), position_ids=torch.arange(3.0)), TypeError,
+     "position_ids must hold integer positions \\(torch.long\\), got torch.float32"),
+    (lambda m: m(torch.zeros(2, 3, dtype=torch.long), position_ids=torch.zeros(3, 3, dtype=torch.long)), ValueError,
+     "position_ids must have shape \\(2, 3\\) or \\(3,\\)"),
+    (lambda m: m(torch.zeros(1, 3, dtype=torch.long), position_ids=torch.tensor([0, 1, 24])), ValueError,
+     "position_ids must lie in \\[0, 24\\).*\\[0, 24\\]"),
+    (lambda m: m(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 2, 1]])), ValueError,
+     "attention_mask must hold only 0 \\(padding\\) and 1 \\(real token\\), got values \\[1, 2\\]"),
+    (lambda m: m(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.tensor([[0.5, 1.0, 1.0]])), ValueError,
+     "only 0"),
+    (lambda m: m(torch.zeros(1, 3, dtype=torch.long), return_dict=1), TypeError, "return_dict"),
+])
+def test_more_bad_forward_input(call, err, match):
+    with pytest.raises(err, match=match):
+        call(_tiny())
+
+
+def test_mask_of_floats_and_bools_still_accepted():
+    m = _tiny()
+    ids, am, _ = _batch(101)
+    ref = m(ids, attention_mask=am).logits
+    assert _maxdiff(m(ids, attention_mask=am.float()).logits, ref) == 0
+    assert _maxdiff(m(ids, attention_mask=am.bool()).logits, ref) == 0
+
+
+def test_all_labels_ignored_gives_zero_loss_and_zero_gradients():
+    m = _tiny()
+    m.train()
+    ids = torch.randint(0, 101, (2, 6))
+    for labels in (torch.full_like(ids, -100), ids.clone().index_fill_(1, torch.arange(1, 6), -100)):
+        out = m(ids, labels=labels)  # the second: only the first label, which nothing predicts
+        assert out.loss.item() == 0.0
+        m.zero_grad()
+        out.loss.backward()
+        assert all(torch.isfinite(p.grad).all() and (p.grad == 0).all() for p in m.parameters() if p.grad is not None)
+    m(ids[:, :1], labels=ids[:, :1]).loss.backward()  # T=1: no next token to predict, loss 0, not NaN
+
+
+def test_custom_cross_entropy_gradient_equals_torch_when_all_ignored():
+    from scratchformers.gpt2 import _CrossEntropy
+    z = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    z2 = z.detach().clone().requires_grad_()
+    y = torch.full((5,), -100)
+    loss = _CrossEntropy.apply(z, y)
+    assert loss.item() == 0.0
+    loss.backward()
+    torch.nn.functional.cross_entropy(z2, y, ignore_index=-100).backward()  # NaN loss, but its gradient is 0
+    assert torch.equal(z.grad, z2.grad) and (z.grad == 0).all()
+    y = torch.tensor([1, -100, 6, -100, 0])
+    assert torch.autograd.gradcheck(lambda z: _CrossEntropy.apply(z, y), (z,))
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(initializer_range=-1), "initializer_range must be a number in \\(0.0, inf\\), got -1"),
+    (dict(initializer_range=0), "initializer_range"),
+    (dict(initializer_range=float("inf")), "initializer_range"),
+    (dict(layer_norm_epsilon=-1e-5), "layer_norm_epsilon must be a number in \\(0.0, inf\\)"),
+    (dict(resid_pdrop=-0.1), "resid_pdrop must be a number in \\[0.0, 1.0\\), got -0.1"),
+    (dict(embd_pdrop="0.1"), "embd_pdrop must be a number"),
+    (dict(n_embd=768.0), "n_embd must be a positive integer, got 768.0"),
+    (dict(n_head=True), "n_head must be a positive integer"),
+    (dict(n_inner=3072.5), "n_inner must be a positive integer"),
+    (dict(eos_token_id=-1), "eos_token_id must be an integer >= 0"),
+    (dict(bos_token_id="<|endoftext|>"), "bos_token_id must be an integer >= 0"),
+    (dict(activation_function="swish"), "activation_function='swish' is not supported; choose one of"),
+])
+def test_more_bad_config_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        GPT2Config(**kw)
+
+
+def test_eos_outside_the_vocabulary_still_loads(tmp_path):
+    cfg = GPT2Config(vocab_size=50, n_positions=8, n_embd=12, n_layer=1, n_head=2, eos_token_id=50256)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    assert GPT2LMHeadModel.from_pretrained(tmp_path).config.eos_token_id == 50256
+
+
+def test_compiles_without_graph_breaks_with_positions_and_mask():
+    m = _tiny()
+    ids, am = _left_padded(101)
+    pos = _hf_positions(am)
+    labels = ids.masked_fill(am == 0, -100)
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
+    a = m(ids, attention_mask=am, position_ids=pos, labels=labels)
+    b = compiled(ids, attention_mask=am, position_ids=pos, labels=labels)
+    assert _maxdiff(a.logits, b.logits) <= 1e-6 and abs(a.loss.item() - b.loss.item()) <= 1e-6

@@ -238,3 +238,123 @@ def test_load_hf_state_dict_prefers_safetensors(saved):
 def test_wrong_config_class():
     with pytest.raises(TypeError, match="ToyConfig"):
         Toy(BertConfig())
+
+
+# ---------------------------------------------------------------- outputs shaped like transformers'
+@dataclass
+class _Out(W.ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: tuple | None = None
+
+
+def test_model_output_by_name_position_and_tuple():
+    logits = torch.randn(2, 3)
+    out = _Out(logits=logits)
+    assert out.keys() == ["logits"] and out.to_tuple() == (logits,) and len(out) == 1
+    assert out[0] is out["logits"] is logits and list(out) == ["logits"] and "loss" not in out
+    with pytest.raises(KeyError, match="'loss' is not set"):
+        out["loss"]
+    full = _Out(torch.tensor(1.0), logits, (logits,))
+    assert full[0] is full.loss and full[1] is logits and full[-1] == (logits,) and full[1:] == (logits, (logits,))
+    assert dict(full.items()).keys() == {"loss", "logits", "hidden_states"}
+    assert W.output_or_tuple(full, None) is full and W.output_or_tuple(full, True) is full
+    assert W.output_or_tuple(full, False) == full.to_tuple()
+    with pytest.raises(TypeError, match="return_dict must be True, False or None"):
+        W.output_or_tuple(full, "yes")
+
+
+# ---------------------------------------------------------------- bad configs and destinations
+def test_config_json_not_an_object(saved):
+    _, d = saved
+    for text, kind in (("[1, 2]", "list"), ('"gpt2"', "str"), ("3", "int")):
+        (d / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=f"holds a JSON {kind}, not an object"):
+            Toy.from_pretrained(d)
+    with pytest.raises(TypeError, match="needs a dict"):
+        ToyConfig.from_dict([1, 2])
+
+
+def test_save_pretrained_onto_a_file(tmp_path):
+    f = tmp_path / "weights.bin"
+    f.write_text("keep me")
+    with pytest.raises(FileExistsError, match="it is a file, not a directory"):
+        Toy(ToyConfig()).save_pretrained(f)
+    with pytest.raises(FileExistsError, match="part of its path is a file"):
+        Toy(ToyConfig()).save_pretrained(f / "sub")
+    assert f.read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- models by name (Hub)
+def test_hub_id_shapes():
+    for name in ("gpt2", "bert-base-uncased", "google-bert/bert-base-uncased", "openai-community/gpt2"):
+        assert W._is_hub_id(name), name
+    for name in ("/abs/dir", "./rel", "a/b/c", "../up", "a/../b", "", "with space"):
+        assert not W._is_hub_id(name), name
+
+
+def test_hub_name_offline_fails_fast_and_says_how(tmp_path, monkeypatch):
+    import time
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(W, "_hub_reachable", lambda *a, **k: pytest.fail("network probed while offline"))
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as e:
+        BertForPreTraining.from_pretrained("bert-base-uncased")
+    assert time.perf_counter() - t0 < 5
+    msg = str(e.value)
+    assert "'bert-base-uncased' is not a local directory" in msg and "HF_HUB_OFFLINE" in msg
+    assert "pass a local directory" in msg and "\n" not in msg
+
+
+def test_hub_name_unreachable_fails_fast(tmp_path, monkeypatch):
+    import time
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="'gpt2' is not a local directory and the Hugging Face Hub cannot "
+                                                "be reached from here: pass a local directory"):
+        Toy.from_pretrained("gpt2")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_hub_name_that_is_a_local_directory_loads_locally(saved, monkeypatch):
+    toy, d = saved
+    monkeypatch.chdir(d.parent)
+    monkeypatch.setattr(W, "_hub_reachable", lambda *a, **k: pytest.fail("network probed for a local directory"))
+    again = Toy.from_pretrained("toy")  # 'toy' is shaped like a Hub id, but is a directory here
+    assert torch.equal(again.emb.weight, toy.emb.weight)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_hub_download_path_with_a_fake_hub(saved, tmp_path, monkeypatch, offline):
+    "The download route, with hf_hub_download replaced by a copy from a local 'hub' that has only a .bin file."
+    import shutil
+    import huggingface_hub
+    toy, d = saved
+    torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+    calls = []
+
+    def fake_download(repo_id, filename, local_files_only=False, **kw):
+        calls.append((repo_id, filename, local_files_only))
+        if not (d / filename).is_file():
+            raise huggingface_hub.errors.EntryNotFoundError(f"{filename} not in {repo_id}")
+        snap = tmp_path / "cache" / repo_id
+        snap.mkdir(parents=True, exist_ok=True)
+        return str(shutil.copy(d / filename, snap / filename))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(W, "_hub_reachable", lambda *a, **k: True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    monkeypatch.chdir(tmp_path)
+    again = Toy.from_pretrained("someone/toy")
+    assert torch.equal(again.emb.weight, toy.emb.weight)
+    assert [c[1] for c in calls] == ["config.json", "model.safetensors", "pytorch_model.bin"]
+    assert all(c[2] is offline for c in calls)  # offline: only the local cache is consulted
