@@ -596,6 +596,7 @@ class _Inputs:
     texts_digest: str | None  # None: IMDb
     name: str  # the scale's name, or "own"
     code: tuple  # the functions that load, split and clean the documents (their source is in the cache key)
+    small: bool  # builds in seconds: no progress bars
 
 def _inputs(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int, root: Path,
             texts, tokenizer) -> _Inputs:
@@ -613,7 +614,8 @@ def _inputs(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed:
     if tokenizer is None:
         tokenizer = _cached_tokenizer(_tokenizer_dir(kind, train, vocab_size, scale, seed, root, digest), lambda: train(
             _texts(documents()["train"], clean), vocab_size=vocab_size, show_progress=False))
-    return _Inputs(documents, clean, tokenizer, digest, name, code)
+    small = _small(scale) if texts is None else len(docs) < 10_000
+    return _Inputs(documents, clean, tokenizer, digest, name, code, small)
 
 def prepare_bert_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *, texts=None,
                       tokenizer: Tokenizer | None = None, mlm_probability: float = 0.15,
@@ -630,7 +632,7 @@ def prepare_bert_data(scale: str | DataScale = "pocket", cache_dir=None, seed: i
                   scale.valid_fraction, scale.max_length, seed, _code_digest(*src.code, split_sentences))
     path = root / f"bert-{src.name}-{key}"
     def build():
-        with _quiet(_small(scale)):
+        with _quiet(src.small):
             return datasets.DatasetDict({k: build_nsp_examples(tokenize_sentences(v, tok, clean=src.clean), tok,
                                                                scale.max_length, seed)
                                          for k, v in src.documents().items()})
@@ -713,7 +715,7 @@ def prepare_gpt2_data(scale: str | DataScale = "pocket", cache_dir=None, seed: i
                   scale.valid_fraction, scale.block_size, seed, _code_digest(*src.code))
     path = root / f"gpt2-{src.name}-{key}"
     def build():
-        with _quiet(_small(scale)):
+        with _quiet(src.small):
             splits = datasets.DatasetDict({k: group_windows(tokenize_documents(v, tok, clean=src.clean), scale.block_size)
                                            for k, v in src.documents().items()})
         for k, v in splits.items():
