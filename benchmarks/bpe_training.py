@@ -5,6 +5,10 @@ checks that they learned the same merges and prints the time ratio. Run from the
 
     .venv/bin/python benchmarks/bpe_training.py                      # 4,000 reviews, vocabulary 5,000
     .venv/bin/python benchmarks/bpe_training.py --n-reviews 22500 --vocab-size 50257   # the full GPT-2 size
+    .venv/bin/python benchmarks/bpe_training.py --wordpiece          # also: the cost of reproducible WordPiece
+
+With --wordpiece it also times `train_wordpiece` (two passes, so that the same texts give the same ids) against
+the plain Rust WordPiece trainer (one pass, ids permuted from run to run).
 """
 import argparse
 import json
@@ -15,7 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread each, a fair comparison
 
 from scratchformers.corpus import clean_review, load_imdb, split_by_review
-from scratchformers.tokenization import ByteLevelBPE, train_bytelevel_bpe
+from scratchformers.tokenization import (BERT_SPECIAL_TOKENS, ByteLevelBPE, _wordpiece_tokenizer, _wordpiece_trainer,
+                                         train_bytelevel_bpe, train_wordpiece)
 
 
 def rust_merges(tok):
@@ -30,6 +35,7 @@ def main():
     p.add_argument("--vocab-size", type=int, default=5000, help="vocabulary size, <|endoftext|> included")
     p.add_argument("--min-frequency", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1, help="timed runs of each trainer; the best is kept")
+    p.add_argument("--wordpiece", action="store_true", help="also time reproducible WordPiece against the plain trainer")
     args = p.parse_args()
 
     train = split_by_review(load_imdb(), valid_fraction=0.1, seed=0)["train"]
@@ -51,6 +57,27 @@ def main():
     for name, t in best.items(): print(f"{name:<26} {t:8.2f} s")
     print(f"ratio (Python / Rust)      {best['scratchformers (Python)'] / best['tokenizers (Rust)']:8.2f}x")
     print(f"{len(ours.merges):,} merges; same merges, order and ids: {same}")
+    if args.wordpiece: wordpiece(texts, args)
+
+
+def wordpiece(texts, args):
+    """Time train_wordpiece against one plain pass of the Rust WordPiece trainer; check which is reproducible."""
+    def plain():
+        tok = _wordpiece_tokenizer()
+        tok.train_from_iterator(texts, _wordpiece_trainer(args.vocab_size, args.min_frequency, False, BERT_SPECIAL_TOKENS))
+        return tok
+    runs = {"plain Rust WordPiece": plain, "train_wordpiece": lambda: train_wordpiece(
+        texts, args.vocab_size, args.min_frequency, show_progress=False)}
+    best, same = {}, {}
+    for name, run in runs.items():
+        times, vocabs = [], []
+        for _ in range(max(2, args.repeat)):
+            t0 = time.perf_counter()
+            vocabs.append(run().to_str())
+            times.append(time.perf_counter() - t0)
+        best[name], same[name] = min(times), len(set(vocabs)) == 1
+    for name, t in best.items(): print(f"{name:<26} {t:8.2f} s   two runs identical: {same[name]}")
+    print(f"ratio (reproducible / plain) {best['train_wordpiece'] / best['plain Rust WordPiece']:6.2f}x")
 
 
 if __name__ == "__main__":

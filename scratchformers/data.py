@@ -10,7 +10,9 @@ import inspect
 import json
 import os
 import random
+import re
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -20,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from tokenizers import Tokenizer
 
@@ -32,7 +35,8 @@ __all__ = ['MIN_PAIR_LENGTH', 'SCALES', 'NSP_FEATURES', 'DATA_VERSION', 'check_m
            'load_reviews', 'tokenize_sentences', 'SentenceTable', 'random_segment', 'SegmentPair', 'nsp_pairs',
            'truncate_pair', 'pair_example', 'build_nsp_examples', 'check_mlm_probability', 'MLMCollator',
            'pad_bert_batch', 'default_cache_dir', 'BertPretrainingData', 'prepare_bert_data', 'tokenize_documents',
-           'group_windows', 'gpt2_collate', 'GPT2PretrainingData', 'prepare_gpt2_data']
+           'group_windows', 'gpt2_collate', 'GPT2PretrainingData', 'prepare_gpt2_data', 'normalize_whitespace',
+           'read_texts']
 
 # %% ../book/02_pretraining_data.ipynb #74016c5c
 MIN_PAIR_LENGTH = 5  # [CLS] A [SEP] B [SEP] with one token in each of A and B
@@ -125,11 +129,12 @@ def _review_ids(batch: dict, indices: list[int]) -> list[int]:
     """The batch's `review_id` column, or the row numbers when it has none."""
     return batch["review_id"] if "review_id" in batch else list(indices)
 
-def tokenize_sentences(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_size: int = 1000) -> datasets.Dataset:
+def tokenize_sentences(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_size: int = 1000,
+                       clean: Callable[[str], str] = clean_review) -> datasets.Dataset:
     """One row per review: `review_id` and `sentences`, the token ids of each sentence (no special tokens)."""
     if len(reviews) == 0: raise ValueError("the dataset of reviews is empty: there is nothing to tokenize")
     def encode(batch, indices):
-        per_review = [split_sentences(clean_review(t)) for t in batch["text"]]
+        per_review = [split_sentences(clean(t)) for t in batch["text"]]
         encoded = tokenizer.encode_batch([s for ss in per_review for s in ss], add_special_tokens=False)
         out, i = {"review_id": [], "sentences": []}, 0
         for rid, ss in zip(_review_ids(batch, indices), per_review):
@@ -141,7 +146,8 @@ def tokenize_sentences(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_si
                                   "sentences": datasets.List(datasets.List(datasets.Value("int32")))})
     return reviews.map(encode, batched=True, batch_size=batch_size, with_indices=True, features=features,
                        remove_columns=reviews.column_names, desc="tokenizing sentences",
-                       new_fingerprint=_digest(reviews._fingerprint, _tokenizer_digest(tokenizer), "sentences"))
+                       new_fingerprint=_digest(reviews._fingerprint, _tokenizer_digest(tokenizer), clean.__name__,
+                                               "sentences"))
 
 # %% ../book/02_pretraining_data.ipynb #08fa1a02
 def _flat(ds: datasets.Dataset, column: str):
@@ -418,15 +424,33 @@ def _mask_tokens(self: MLMCollator, input_ids: torch.Tensor, attention_mask: tor
 MLMCollator.mask_tokens = _mask_tokens
 
 # %% ../book/02_pretraining_data.ipynb #9f37e859
-DATA_VERSION = 1  # part of every cache key: bump it to ignore old caches
+DATA_VERSION = 2  # part of every cache key: bump it to ignore old caches (2: checksummed entries)
 
 def default_cache_dir() -> Path:
     """Where prepared data lives: `$SCRATCHFORMERS_CACHE`, else `~/.cache/scratchformers`."""
     return Path(os.environ.get("SCRATCHFORMERS_CACHE") or Path.home() / ".cache" / "scratchformers")
 
+def _cache_root(cache_dir) -> Path:
+    """The cache directory to use, refusing one that is a file."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"the data cache {root} is a file, not a directory: pass another cache_dir= "
+                                 "(or set SCRATCHFORMERS_CACHE), or remove the file")
+    return root
+
+def _check_writable(directory: Path):
+    """Refuse, before minutes of work, a cache directory that cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
+        os.close(fd); os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write prepared data into the cache {directory} ({e.strerror or e}): pass a "
+                              "writable cache_dir= (or set SCRATCHFORMERS_CACHE)") from None
+
 def _atomic_dir(path: Path, write: Callable[[Path], None]):
     """Run `write` on a fresh temporary directory, then move it to `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable(path.parent)  # before minutes of work, not after
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -436,35 +460,114 @@ def _atomic_dir(path: Path, write: Callable[[Path], None]):
         if not path.exists(): raise  # else another process built it first: keep theirs
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+def _discard(path: Path, problem: str):
+    """Move a damaged cache entry out of the way (then delete it), or say which directory to delete."""
+    print(f"the cached entry {path} is damaged ({problem}): rebuilding it")
+    aside = path.parent / f".{path.name}.damaged-{os.getpid()}"
+    try: os.replace(path, aside)
+    except FileNotFoundError: return  # another process moved it already
+    except OSError as e:
+        raise PermissionError(f"the cached entry {path} is damaged ({problem}) and cannot be removed "
+                              f"({e.strerror or e}): delete the directory {path} and run again") from None
+    shutil.rmtree(aside, ignore_errors=True)
+
+# %% ../book/02_pretraining_data.ipynb #a7c3e002
+def _file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
+
+def _file_list(directory: Path) -> dict[str, list]:
+    """Every file under `directory` but meta.json: relative path -> [size, SHA-256]."""
+    return {p.relative_to(directory).as_posix(): [p.stat().st_size, _file_sha256(p)]
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "meta.json"}
+
+def _id_range(ds: datasets.Dataset) -> tuple[int, int]:
+    """The smallest and largest token id in `ds`'s `input_ids`."""
+    ids = pc.list_flatten(ds.data.table.column("input_ids"))
+    if len(ids) == 0: return 0, 0
+    mm = pc.min_max(ids)
+    return mm["min"].as_py(), mm["max"].as_py()
+
+def _load_verified(path: Path, vocab_size: int) -> tuple[datasets.DatasetDict, dict] | str:
+    """The splits and meta.json of the cache entry at `path`, or what is wrong with it."""
+    try: meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError: return "it has no meta.json: an interrupted or foreign build"
+    except (OSError, ValueError) as e: return f"its meta.json is unreadable: {e}"
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not files: return "its meta.json lists no files"
+    for name, (size, sha) in files.items():
+        f = path / name
+        if not f.is_file(): return f"{name} is missing"
+        if f.stat().st_size != size: return f"{name} has {f.stat().st_size:,} bytes, not {size:,}: truncated?"
+        if _file_sha256(f) != sha: return f"{name} does not match its checksum: corrupted"
+    try:
+        with _quiet(): splits = datasets.load_from_disk(str(path))
+    except Exception as e: return f"datasets cannot read it: {str(e).splitlines()[0][:200]}"
+    for k, n in meta.get("rows", {}).items():
+        if k not in splits or len(splits[k]) != n: return f"its {k} split does not have the {n:,} rows it had"
+    for k, ds in splits.items():
+        lo, hi = _id_range(ds)
+        if lo < 0 or hi >= vocab_size: return f"its {k} split has token ids outside 0..{vocab_size - 1} ({lo}..{hi})"
+    return splits, meta
+
 def _cached_tokenizer(path: Path, train: Callable[[], Tokenizer]) -> Tokenizer:
-    """The tokenizer cached at `path`, trained and saved on first use."""
-    if not (path / "tokenizer.json").is_file(): _atomic_dir(path, lambda tmp: save_tokenizer(train(), tmp))
+    """The tokenizer cached at `path`, trained and saved on first use (and again when its file is damaged)."""
+    if (path / "tokenizer.json").is_file():
+        try: return load_tokenizer(path)
+        except ValueError as e: _discard(path, str(e))
+    elif path.exists(): _discard(path, "it has no tokenizer.json")
+    _atomic_dir(path, lambda tmp: save_tokenizer(train(), tmp))
     return load_tokenizer(path)
 
-def _cached_splits(path: Path, build: Callable[[], datasets.DatasetDict], meta: dict) -> datasets.DatasetDict:
-    """The train/validation datasets cached at `path`, built and saved on first use."""
-    if not (path / "meta.json").is_file():
-        def write(tmp):
-            splits = build()
-            with _quiet(): splits.save_to_disk(str(tmp))
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _atomic_dir(path, write)
-    with _quiet(): return datasets.load_from_disk(str(path))
+def _cached_splits(path: Path, build: Callable[[], datasets.DatasetDict], meta: dict,
+                   vocab_size: int) -> tuple[datasets.DatasetDict, dict, str]:
+    """The verified train/validation datasets cached at `path` (built and saved when absent or damaged),
+    their meta.json, and whether they were "loaded from cache", "built" or "rebuilt"."""
+    how = "built"
+    if path.exists():
+        got = _load_verified(path, vocab_size)
+        if not isinstance(got, str): return *got, "loaded from cache"
+        _discard(path, got)
+        how = "rebuilt"
+    def write(tmp):
+        splits = build()
+        with _quiet(): splits.save_to_disk(str(tmp))
+        rows = {k: len(v) for k, v in splits.items()}
+        (tmp / "meta.json").write_text(json.dumps({**meta, "rows": rows, "files": _file_list(tmp)}, indent=1))
+    _atomic_dir(path, write)
+    got = _load_verified(path, vocab_size)
+    if isinstance(got, str):
+        raise ValueError(f"the data just written to {path} fails its check ({got}): delete the directory {path}; "
+                         "if it happens again, report it")
+    return *got, how
 
 # %% ../book/02_pretraining_data.ipynb #bad7c822
+class _Batches:
+    """What both prepared-data objects share: `collate` and `collator` (the same function) and `loader`."""
+    def loader(self, split: str = "train", batch_size: int = 32, shuffle: bool | None = None,
+               **kwargs) -> torch.utils.data.DataLoader:
+        """A `DataLoader` over `split` ("train", shuffled, or "validation") that batches with the right collate."""
+        if split not in ("train", "validation"): raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        return torch.utils.data.DataLoader(getattr(self, split), batch_size=batch_size, collate_fn=self.collate,
+                                           shuffle=split == "train" if shuffle is None else shuffle, **kwargs)
+
 @dataclass
-class BertPretrainingData:
-    """Everything chapter 6 needs to pretrain BERT: tokenizer, examples, collator."""
+class BertPretrainingData(_Batches):
+    """Everything chapter 6 needs to pretrain BERT: tokenizer, examples, collator, and a digest of it all."""
     tokenizer: Tokenizer
     train: datasets.Dataset  # input_ids, token_type_ids, next_sentence_label (+ provenance)
     validation: datasets.Dataset
     collator: MLMCollator
     scale: DataScale
     path: Path | None = None  # the cache directory of the examples
+    digest: str = ""  # identifies tokenizer and examples: a checkpoint keeps it, a resume compares it
 
-def _texts(reviews: datasets.Dataset) -> Iterator[str]:
+    @property
+    def collate(self) -> MLMCollator: return self.collator  # both names, as for GPT-2's data
+
+def _texts(reviews: datasets.Dataset, clean: Callable[[str], str] = clean_review) -> Iterator[str]:
     """The cleaned texts of `reviews` (tokenizer training input)."""
-    return (clean_review(t) for t in reviews["text"])
+    return (clean(t) for t in reviews["text"])
 
 def _code_digest(*functions) -> str:
     """A hash of chapter 1's functions' source and DATA_VERSION: changing how reviews are loaded, cleaned, split
@@ -474,48 +577,90 @@ def _code_digest(*functions) -> str:
         except (OSError, TypeError): return f"{f.__module__}.{f.__qualname__}"
     return _digest(DATA_VERSION, *map(source, functions))
 
-def _tokenizer_dir(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int, root: Path) -> Path:
-    """The cache directory of the tokenizer of `kind` (trained by `train`) for `scale` and `seed`."""
-    key = _digest(kind, vocab_size, scale.n_reviews, scale.valid_fraction, seed,
-                  _code_digest(train, load_imdb, clean_review, split_by_review))
-    return root / "tokenizers" / f"{kind}-{scale.name}-{key}"
+def _tokenizer_dir(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int, root: Path,
+                   texts_digest: str | None = None) -> Path:
+    """The cache directory of the tokenizer of `kind` (trained by `train`) for `scale` and `seed` (and your texts)."""
+    if texts_digest is None:
+        key = _digest(kind, vocab_size, scale.n_reviews, scale.valid_fraction, seed,
+                      _code_digest(train, load_imdb, clean_review, split_by_review))
+        return root / "tokenizers" / f"{kind}-{scale.name}-{key}"
+    key = _digest(kind, vocab_size, texts_digest, scale.valid_fraction, seed, _code_digest(train, normalize_whitespace))
+    return root / "tokenizers" / f"{kind}-own-{key}"
 
-def prepare_bert_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *,
-                      mlm_probability: float = 0.15, whole_word: bool = False) -> BertPretrainingData:
-    """BERT pretraining data for `scale`: tokenizer trained on the training reviews, NSP examples, MLM collator (cached)."""
-    scale, root, t0 = get_scale(scale), Path(cache_dir) if cache_dir else default_cache_dir(), time.time()
+@dataclass
+class _Inputs:
+    """The documents, cleaning and tokenizer a preparation works from, and the cache names they imply."""
+    documents: Callable[[], datasets.DatasetDict]  # train/validation, columns text and review_id (called lazily)
+    clean: Callable[[str], str]
+    tokenizer: Tokenizer
+    texts_digest: str | None  # None: IMDb
+    name: str  # the scale's name, or "own"
+    code: tuple  # the functions that load, split and clean the documents (their source is in the cache key)
+    small: bool  # builds in seconds: no progress bars
+
+def _inputs(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int, root: Path,
+            texts, tokenizer) -> _Inputs:
+    """IMDb reviews or your texts, and the given tokenizer or one trained on the training side (cached)."""
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer must be a tokenizers.Tokenizer (see load_tokenizer), got {type(tokenizer).__name__}")
+    if texts is None:
+        documents, clean, digest, name = cache(lambda: load_reviews(scale, seed)), clean_review, None, scale.name
+        code = (load_imdb, clean_review, split_by_review)
+    else:
+        docs = _check_documents(texts)
+        digest = _digest("texts", hashlib.sha256(json.dumps(docs).encode()).hexdigest())
+        documents, clean, name = cache(lambda: _split_documents(docs, scale, seed)), normalize_whitespace, "own"
+        code = (normalize_whitespace, _check_documents, _split_documents)
+    if tokenizer is None:
+        tokenizer = _cached_tokenizer(_tokenizer_dir(kind, train, vocab_size, scale, seed, root, digest), lambda: train(
+            _texts(documents()["train"], clean), vocab_size=vocab_size, show_progress=False))
+    small = _small(scale) if texts is None else len(docs) < 10_000
+    return _Inputs(documents, clean, tokenizer, digest, name, code, small)
+
+def prepare_bert_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *, texts=None,
+                      tokenizer: Tokenizer | None = None, mlm_probability: float = 0.15,
+                      whole_word: bool = False) -> BertPretrainingData:
+    """BERT pretraining data (cached): NSP examples of IMDb's reviews at `scale`, or of your `texts` (a list of
+    documents, see `read_texts`), with a WordPiece tokenizer trained on the training side unless one is given."""
+    scale, root, t0 = get_scale(scale), _cache_root(cache_dir), time.time()
     check_mlm_probability(mlm_probability)  # before minutes of work, not after
-    reviews = cache(lambda: load_reviews(scale, seed))
-    tok_dir = _tokenizer_dir("wordpiece", train_wordpiece, scale.bert_vocab_size, scale, seed, root)
-    tokenizer = _cached_tokenizer(tok_dir, lambda: train_wordpiece(
-        _texts(reviews()["train"]), vocab_size=scale.bert_vocab_size, show_progress=False))
-    key = _digest("bert", _tokenizer_digest(tokenizer), scale.n_reviews, scale.valid_fraction, scale.max_length, seed,
-                  _code_digest(load_imdb, clean_review, split_sentences, split_by_review))
-    path = root / f"bert-{scale.name}-{key}"
-    built = not (path / "meta.json").is_file()
+    src = _inputs("wordpiece", train_wordpiece, scale.bert_vocab_size, scale, seed, root, texts, tokenizer)
+    tok = src.tokenizer
+    for t, what in (("[CLS]", "starts every pair"), ("[SEP]", "ends each segment"), ("[MASK]", "hides tokens"),
+                    ("[PAD]", "pads batches")): _special_id(tok, t, what)
+    key = _digest("bert", _tokenizer_digest(tok), src.texts_digest, scale.n_reviews if texts is None else None,
+                  scale.valid_fraction, scale.max_length, seed, _code_digest(*src.code, split_sentences))
+    path = root / f"bert-{src.name}-{key}"
     def build():
-        with _quiet(_small(scale)):
-            return datasets.DatasetDict({k: build_nsp_examples(tokenize_sentences(v, tokenizer), tokenizer, scale.max_length, seed)
-                                         for k, v in reviews().items()})
-    splits = _cached_splits(path, build, meta={"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION})
-    print(f"BERT {scale.name} data {'built' if built else 'loaded from cache'} in {time.time() - t0:.1f} s: "
-          f"{len(splits['train']):,} training and {len(splits['validation']):,} validation pairs ({path})")
-    return BertPretrainingData(tokenizer, splits["train"], splits["validation"],
-                               MLMCollator(tokenizer, mlm_probability, whole_word, seed), scale, path)
+        with _quiet(src.small):
+            return datasets.DatasetDict({k: build_nsp_examples(tokenize_sentences(v, tok, clean=src.clean), tok,
+                                                               scale.max_length, seed)
+                                         for k, v in src.documents().items()})
+    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION, "texts": src.texts_digest,
+            "tokenizer": _tokenizer_digest(tok)}
+    splits, meta, how = _cached_splits(path, build, meta, tok.get_vocab_size(with_added_tokens=True))
+    what = "your texts" if texts is not None else f"{scale.name}"
+    print(f"BERT data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} training and "
+          f"{len(splits['validation']):,} validation pairs ({path})")
+    return BertPretrainingData(tok, splits["train"], splits["validation"],
+                               MLMCollator(tok, mlm_probability, whole_word, seed), scale, path,
+                               digest=_digest("bert", meta["tokenizer"], meta["files"]))
 
 # %% ../book/02_pretraining_data.ipynb #9bf9b993
-def tokenize_documents(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_size: int = 1000) -> datasets.Dataset:
+def tokenize_documents(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_size: int = 1000,
+                       clean: Callable[[str], str] = clean_review) -> datasets.Dataset:
     """Each review cleaned and tokenized, `<|endoftext|>` appended: columns `review_id`, `input_ids`."""
     if len(reviews) == 0: raise ValueError("the dataset of reviews is empty: there is nothing to tokenize")
     eos = tokenizer.token_to_id(GPT2_EOS)
     if eos is None: raise ValueError(f"the tokenizer has no {GPT2_EOS} token: train it with chapter 1's train_bytelevel_bpe")
     def encode(batch, indices):
-        encoded = tokenizer.encode_batch([clean_review(t) for t in batch["text"]], add_special_tokens=False)
+        encoded = tokenizer.encode_batch([clean(t) for t in batch["text"]], add_special_tokens=False)
         return {"review_id": _review_ids(batch, indices), "input_ids": [e.ids + [eos] for e in encoded]}
     features = datasets.Features({"review_id": datasets.Value("int64"), "input_ids": datasets.List(datasets.Value("int32"))})
     return reviews.map(encode, batched=True, batch_size=batch_size, with_indices=True, features=features,
                        remove_columns=reviews.column_names, desc="tokenizing documents",
-                       new_fingerprint=_digest(reviews._fingerprint, _tokenizer_digest(tokenizer), "documents"))
+                       new_fingerprint=_digest(reviews._fingerprint, _tokenizer_digest(tokenizer), clean.__name__,
+                                               "documents"))
 
 def group_windows(documents: datasets.Dataset, block_size: int, batch_size: int = 1000) -> datasets.Dataset:
     """The documents' tokens end to end, cut into consecutive windows of `block_size` (column `input_ids`)."""
@@ -543,36 +688,98 @@ def gpt2_collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 
 # %% ../book/02_pretraining_data.ipynb #c07501f6
 @dataclass
-class GPT2PretrainingData:
-    """Everything chapter 6 needs to pretrain GPT-2: tokenizer, windows, collate function."""
+class GPT2PretrainingData(_Batches):
+    """Everything chapter 6 needs to pretrain GPT-2: tokenizer, windows, collate function, and a digest of it all."""
     tokenizer: Tokenizer
     train: datasets.Dataset  # input_ids windows of block_size tokens
     validation: datasets.Dataset
     collate: Callable[[list[dict]], dict[str, torch.Tensor]]
     scale: DataScale
     path: Path | None = None
+    digest: str = ""  # identifies tokenizer and windows: a checkpoint keeps it, a resume compares it
 
-def prepare_gpt2_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0) -> GPT2PretrainingData:
-    """GPT-2 pretraining data for `scale`: byte-level BPE trained on the training reviews, windows (cached)."""
-    scale, root, t0 = get_scale(scale), Path(cache_dir) if cache_dir else default_cache_dir(), time.time()
-    reviews = cache(lambda: load_reviews(scale, seed))
-    tok_dir = _tokenizer_dir("bytelevel-bpe", train_bytelevel_bpe, scale.gpt2_vocab_size, scale, seed, root)
-    tokenizer = _cached_tokenizer(tok_dir, lambda: train_bytelevel_bpe(
-        _texts(reviews()["train"]), vocab_size=scale.gpt2_vocab_size, show_progress=False))
-    key = _digest("gpt2", _tokenizer_digest(tokenizer), scale.n_reviews, scale.valid_fraction, scale.block_size, seed,
-                  _code_digest(load_imdb, clean_review, split_by_review))
-    path = root / f"gpt2-{scale.name}-{key}"
+    @property
+    def collator(self) -> Callable[[list[dict]], dict[str, torch.Tensor]]: return self.collate  # as for BERT's data
+
+def prepare_gpt2_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *, texts=None,
+                      tokenizer: Tokenizer | None = None) -> GPT2PretrainingData:
+    """GPT-2 pretraining data (cached): windows of IMDb's reviews at `scale`, or of your `texts` (a list of
+    documents, see `read_texts`), with a byte-level BPE trained on the training side unless one is given."""
+    scale, root, t0 = get_scale(scale), _cache_root(cache_dir), time.time()
+    src = _inputs("bytelevel-bpe", train_bytelevel_bpe, scale.gpt2_vocab_size, scale, seed, root, texts, tokenizer)
+    tok = src.tokenizer
+    if tok.token_to_id(GPT2_EOS) is None:
+        raise ValueError(f"the tokenizer has no {GPT2_EOS} token, which GPT-2 puts after every document: train it "
+                         "with chapter 1's train_bytelevel_bpe")
+    key = _digest("gpt2", _tokenizer_digest(tok), src.texts_digest, scale.n_reviews if texts is None else None,
+                  scale.valid_fraction, scale.block_size, seed, _code_digest(*src.code))
+    path = root / f"gpt2-{src.name}-{key}"
     def build():
-        with _quiet(_small(scale)):
-            splits = datasets.DatasetDict({k: group_windows(tokenize_documents(v, tokenizer), scale.block_size)
-                                           for k, v in reviews().items()})
+        with _quiet(src.small):
+            splits = datasets.DatasetDict({k: group_windows(tokenize_documents(v, tok, clean=src.clean), scale.block_size)
+                                           for k, v in src.documents().items()})
         for k, v in splits.items():
-            if len(v) == 0: raise ValueError(f"the {k} reviews make no window of {scale.block_size} tokens: "
-                                             "use more reviews or a smaller block_size")
+            if len(v) == 0: raise ValueError(f"the {k} documents make no window of {scale.block_size} tokens: "
+                                             "use more text or a DataScale with a smaller block_size")
         return splits
-    built = not (path / "meta.json").is_file()
-    splits = _cached_splits(path, build, meta={"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION})
-    print(f"GPT-2 {scale.name} data {'built' if built else 'loaded from cache'} in {time.time() - t0:.1f} s: "
-          f"{len(splits['train']):,} training and {len(splits['validation']):,} validation windows of "
-          f"{scale.block_size} tokens ({path})")
-    return GPT2PretrainingData(tokenizer, splits["train"], splits["validation"], gpt2_collate, scale, path)
+    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION, "texts": src.texts_digest,
+            "tokenizer": _tokenizer_digest(tok)}
+    splits, meta, how = _cached_splits(path, build, meta, tok.get_vocab_size(with_added_tokens=True))
+    what = "your texts" if texts is not None else f"{scale.name}"
+    print(f"GPT-2 data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} training and "
+          f"{len(splits['validation']):,} validation windows of {scale.block_size} tokens ({path})")
+    return GPT2PretrainingData(tok, splits["train"], splits["validation"], gpt2_collate, scale, path,
+                               digest=_digest("gpt2", meta["tokenizer"], meta["files"]))
+
+# %% ../book/02_pretraining_data.ipynb #a7c3e004
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # one or more lines holding nothing but whitespace
+_SPACES_NOT_NEWLINES = re.compile(r"[^\S\n]+")
+
+def normalize_whitespace(text: str) -> str:
+    """Runs of spaces and tabs as one space, lines stripped, blank lines dropped: all the cleaning your text gets."""
+    if not isinstance(text, str): raise TypeError(f"a document must be a str, got {type(text).__name__}: {text!r:.80}")
+    lines = (_SPACES_NOT_NEWLINES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n"))
+    return "\n".join(line for line in lines if line)
+
+def read_texts(path) -> list[str]:
+    """The documents of a text file. A `.txt` file holds one document per block of lines, blocks separated by a
+    blank line; a `.jsonl` file one JSON object per line, the document in its "text" field."""
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no text file at {path}: give a .txt or .jsonl file")
+    if path.suffix not in (".txt", ".jsonl"):
+        raise ValueError(f"{path}: read_texts reads .txt (documents separated by blank lines) or .jsonl files "
+                         f"(a \"text\" field per line), not {path.suffix or 'a file without a suffix'}")
+    try: content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e: raise ValueError(f"{path} is not UTF-8 text ({e})") from None
+    if path.suffix == ".txt": texts = [b.strip() for b in _BLANK_LINES.split(content.replace("\r\n", "\n")) if b.strip()]
+    else:
+        texts = []
+        for n, line in enumerate(content.splitlines(), 1):
+            if not line.strip(): continue
+            try: record = json.loads(line)
+            except ValueError as e: raise ValueError(f"{path}, line {n}: not JSON ({e})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"{path}, line {n}: expected an object with a \"text\" string, got {line.strip()[:80]}")
+            if record["text"].strip(): texts.append(record["text"])
+    if not texts: raise ValueError(f"{path} holds no documents: it is empty or only whitespace")
+    return texts
+
+# %% ../book/02_pretraining_data.ipynb #a7c3e005
+def _check_documents(texts) -> list[str]:
+    """Your documents, whitespace normalised, blank ones dropped; at least 4 (two on each side of the split)."""
+    if isinstance(texts, (str, bytes, Path)):
+        raise TypeError("texts must be a list of documents (strings), not a single string or path: "
+                        "read a file with read_texts(path)")
+    docs = [normalize_whitespace(t) for t in texts]
+    docs = [d for d in docs if d]
+    if len(docs) < 4:
+        raise ValueError(f"texts hold {len(docs)} non-blank document(s): need at least 4, two on each side of the "
+                         "split by document (a random B segment must come from another document)")
+    return docs
+
+def _split_documents(docs: list[str], scale: DataScale, seed: int) -> datasets.DatasetDict:
+    """A seeded split by document, at least two on each side: columns `text` and `review_id` (the index)."""
+    ds = datasets.Dataset.from_dict({"text": docs, "review_id": list(range(len(docs)))})
+    n_valid = min(max(2, round(len(docs) * scale.valid_fraction)), len(docs) - 2)
+    parts = ds.train_test_split(test_size=n_valid, seed=seed, shuffle=True)
+    return datasets.DatasetDict(train=parts["train"], validation=parts["test"])

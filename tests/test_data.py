@@ -363,3 +363,232 @@ def test_bad_scales():
 
 def test_gpt2_tokenizer_without_eos(bert, reviews):
     with pytest.raises(ValueError, match="endoftext"): tokenize_documents(reviews["train"].select(range(3)), bert.tokenizer)
+
+
+# ---------------------------------------------------------------- reproducible data and its digest (issue 11)
+def test_fresh_cache_gives_the_same_ids_and_digest(bert, gpt2, tmp_path):
+    """Tokenizers are retrained in a new cache; the WordPiece one used to come out with permuted ids."""
+    b = prepare_bert_data(TINY, cache_dir=tmp_path, seed=0)
+    assert b.tokenizer.to_str() == bert.tokenizer.to_str()
+    assert b.train["input_ids"] == bert.train["input_ids"] and b.digest == bert.digest
+    g = prepare_gpt2_data(TINY, cache_dir=tmp_path, seed=0)
+    assert g.tokenizer.to_str() == gpt2.tokenizer.to_str() and g.digest == gpt2.digest
+
+
+def test_digest_names_tokenizer_and_data(bert, gpt2, cache_dir):
+    from dataclasses import replace
+    assert len(bert.digest) == 16 and int(bert.digest, 16) >= 0 and bert.digest != gpt2.digest
+    assert prepare_bert_data(TINY, cache_dir=cache_dir, seed=0).digest == bert.digest
+    assert prepare_bert_data(replace(TINY, max_length=64), cache_dir=cache_dir, seed=0).digest != bert.digest
+
+
+def test_collate_and_collator_are_one_function_and_loader_batches(bert, gpt2):
+    assert bert.collate is bert.collator and gpt2.collator is gpt2.collate
+    b = next(iter(bert.loader(batch_size=8, shuffle=False)))
+    assert set(b) == {"input_ids", "token_type_ids", "attention_mask", "labels", "next_sentence_label"}
+    g = next(iter(gpt2.loader("validation", batch_size=4)))
+    assert g["input_ids"].shape == (4, TINY.block_size) and torch.equal(g["input_ids"], g["labels"])
+    with pytest.raises(ValueError, match="split must be"): bert.loader("test")
+
+
+# ---------------------------------------------------------------- the cache is checked when read (issue 11)
+SMALL = DataScale("small", n_reviews=40, bert_vocab_size=400, gpt2_vocab_size=400, max_length=32, block_size=16)
+
+
+def _arrow_files(path):
+    return sorted(path.rglob("*.arrow"))
+
+
+def _truncate(path):
+    f = _arrow_files(path)[0]
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _flip(path):
+    f = _arrow_files(path)[0]
+    data = bytearray(f.read_bytes())
+    data[-200] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+def _no_meta(path):
+    (path / "meta.json").unlink()
+
+
+def _bad_meta(path):
+    (path / "meta.json").write_text("{ trunc")
+
+
+def _missing_file(path):
+    _arrow_files(path)[-1].unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, _no_meta, _bad_meta, _missing_file])
+@pytest.mark.parametrize("prepare", [prepare_bert_data, prepare_gpt2_data])
+def test_damaged_cache_is_rebuilt_once(prepare, damage, tmp_path, capsys):
+    first = prepare(SMALL, cache_dir=tmp_path)
+    path, digest, ids = first.path, first.digest, first.train.to_dict()["input_ids"]
+    del first  # its Arrow files are memory-mapped: reading them after the damage below would crash
+    damage(path)
+    capsys.readouterr()
+    again = prepare(SMALL, cache_dir=tmp_path)
+    out = capsys.readouterr().out
+    assert "is damaged" in out and "rebuilt" in out and str(path) in out
+    assert again.path == path and again.digest == digest and again.train.to_dict()["input_ids"] == ids
+    third = prepare(SMALL, cache_dir=tmp_path)
+    assert "loaded from cache" in capsys.readouterr().out and third.digest == digest
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left aside
+
+
+def test_ids_outside_the_vocabulary_are_caught(tmp_path):
+    """Even with checksums that match (a hand-edited entry), token ids beyond the vocabulary are refused."""
+    import json
+    from scratchformers.data import _file_list, _load_verified
+    first = prepare_gpt2_data(SMALL, cache_dir=tmp_path)
+    vocab = first.tokenizer.get_vocab_size()
+    splits = datasets.load_from_disk(str(first.path))
+    bad = splits["train"].map(lambda ex: {"input_ids": [vocab + 5] + ex["input_ids"][1:]})
+    shutil_dir = tmp_path / "edited"
+    datasets.DatasetDict(train=bad, validation=splits["validation"]).save_to_disk(str(shutil_dir))
+    meta = json.loads((first.path / "meta.json").read_text())
+    (shutil_dir / "meta.json").write_text(json.dumps({**meta, "files": _file_list(shutil_dir)}))
+    problem = _load_verified(shutil_dir, vocab)
+    assert isinstance(problem, str) and "outside 0.." in problem
+
+
+def test_damaged_tokenizer_is_retrained(tmp_path, capsys):
+    first = prepare_bert_data(SMALL, cache_dir=tmp_path)
+    tok, digest = first.tokenizer.to_str(), first.digest
+    del first
+    (tok_file,) = (tmp_path / "tokenizers").rglob("tokenizer.json")
+    tok_file.write_text(tok_file.read_text()[:100])
+    again = prepare_bert_data(SMALL, cache_dir=tmp_path)
+    assert "is damaged" in capsys.readouterr().out
+    assert again.tokenizer.to_str() == tok and again.digest == digest
+
+
+def test_damaged_entry_that_cannot_be_moved_names_the_directory(tmp_path, monkeypatch):
+    path = prepare_gpt2_data(SMALL, cache_dir=tmp_path).path
+    _truncate(path)
+    real = os.replace
+    def refuse(src, dst):
+        if ".damaged-" in str(dst): raise PermissionError(13, "Permission denied")
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(PermissionError, match=f"delete the directory {path}"):
+        prepare_gpt2_data(SMALL, cache_dir=tmp_path)
+
+
+def test_cache_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a directory")
+    for bad in (tmp_path / "file", ):
+        with pytest.raises(NotADirectoryError, match=f"the data cache {bad} is a file"):
+            prepare_gpt2_data(SMALL, cache_dir=bad)
+    with pytest.raises(PermissionError, match=f"cannot write prepared data into the cache {tmp_path / 'file' / 'sub'}"):
+        prepare_gpt2_data(SMALL, cache_dir=tmp_path / "file" / "sub")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: stand in for a read-only file system
+        import errno, tempfile
+        def erofs(*a, **k): raise OSError(errno.EROFS, "Read-only file system")
+        monkeypatch.setattr(tempfile, "mkstemp", erofs)
+    else: read_only.chmod(0o555)
+    with pytest.raises(PermissionError, match=f"cannot write prepared data into the cache {read_only}"):
+        prepare_gpt2_data(SMALL, cache_dir=read_only)
+
+
+def test_a_complete_read_only_cache_is_still_read(tmp_path, monkeypatch):
+    first = prepare_bert_data(SMALL, cache_dir=tmp_path)
+    import tempfile
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: (_ for _ in ()).throw(OSError(30, "Read-only file system")))
+    assert prepare_bert_data(SMALL, cache_dir=tmp_path).digest == first.digest
+
+
+# ---------------------------------------------------------------- Ctrl-C during preparation (issue 11)
+_PREPARE = """
+import sys
+from scratchformers.data import DataScale, prepare_bert_data
+print("started", flush=True)
+prepare_bert_data(DataScale("sig", n_reviews=4000, bert_vocab_size=4000), cache_dir=sys.argv[1])
+print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_stops_data_preparation(tmp_path):
+    import signal, subprocess, sys
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-c", _PREPARE, str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "started"
+    time.sleep(6)
+    assert p.poll() is None, "preparation finished too soon to test an interrupt"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode != 0 and "KeyboardInterrupt" in err and "finished" not in out
+    assert not [q for q in tmp_path.rglob("*") if q.name.startswith((".", "bert-"))], "a partial entry was left"
+
+
+# ---------------------------------------------------------------- your own text (issue 12)
+def test_read_texts(tmp_path):
+    from scratchformers.data import read_texts
+    (tmp_path / "a.txt").write_text("first doc\nstill first\n\n  \nsecond doc\n\n\n\nthird\r\n")
+    assert read_texts(tmp_path / "a.txt") == ["first doc\nstill first", "second doc", "third"]
+    (tmp_path / "b.jsonl").write_text('{"text": "one"}\n\n{"text": "two", "id": 3}\n')
+    assert read_texts(tmp_path / "b.jsonl") == ["one", "two"]
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "none.txt")): read_texts(tmp_path / "none.txt")
+    (tmp_path / "empty.txt").write_text(" \n\n\t\n")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'empty.txt'} holds no documents"): read_texts(tmp_path / "empty.txt")
+    (tmp_path / "c.jsonl").write_text('{"text": "fine"}\n{"body": "no text"}\n')
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'c.jsonl'}, line 2: expected an object with a \"text\""):
+        read_texts(tmp_path / "c.jsonl")
+    (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{broken\n')
+    with pytest.raises(ValueError, match="d.jsonl, line 2: not JSON"): read_texts(tmp_path / "d.jsonl")
+    (tmp_path / "e.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="reads .txt"): read_texts(tmp_path / "e.csv")
+
+
+@pytest.fixture(scope="module")
+def own_docs():
+    """Raw IMDb reviews (with their <br /> tags), as a user's own documents."""
+    from scratchformers.corpus import load_imdb
+    return load_imdb().select(range(60))["text"]
+
+
+def test_own_texts_gpt2(own_docs, tmp_path):
+    from scratchformers.data import normalize_whitespace
+    g = prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts=own_docs)
+    assert g.path.name.startswith("gpt2-own-")
+    docs = {k: _documents(getattr(g, k), g.tokenizer) for k in ("train", "validation")}
+    text = "".join(docs["train"] + docs["validation"])
+    assert "<br />" in text, "IMDb's cleaning was applied to foreign text"
+    whole = [normalize_whitespace(t) for t in own_docs]
+    assert set(docs["train"][:-1]) <= set(whole) and not set(docs["train"][:-1]) & set(docs["validation"][:-1])
+    assert 2 <= len(docs["validation"]) - 1 + 1  # at least the two held-out documents start there
+    again = prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts=own_docs)
+    assert again.digest == g.digest and again.path == g.path
+    other = prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts=own_docs[:-1])
+    assert other.path != g.path and other.digest != g.digest
+
+
+def test_own_texts_bert_with_a_given_tokenizer(own_docs, bert, tmp_path):
+    b = prepare_bert_data(SMALL, cache_dir=tmp_path, texts=own_docs, tokenizer=bert.tokenizer)
+    assert b.tokenizer is bert.tokenizer and not (tmp_path / "tokenizers").exists()
+    assert not set(b.train["review_id"]) & set(b.validation["review_id"])
+    assert set(b.train["review_id"]) | set(b.validation["review_id"]) <= set(range(len(own_docs)))
+    assert len(set(b.validation["review_id"])) >= 2
+    trained = prepare_bert_data(SMALL, cache_dir=tmp_path, texts=own_docs)
+    assert trained.tokenizer.to_str() != bert.tokenizer.to_str() and trained.digest != b.digest
+    assert trained.tokenizer.get_vocab_size() <= SMALL.bert_vocab_size
+
+
+def test_own_texts_bad_input(own_docs, gpt2, tmp_path):
+    with pytest.raises(TypeError, match="not a single string"): prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts="a doc")
+    with pytest.raises(ValueError, match="need at least 4"):
+        prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts=["one", "two", "  ", "three"])
+    with pytest.raises(TypeError, match="tokenizers.Tokenizer"):
+        prepare_bert_data(SMALL, cache_dir=tmp_path, texts=own_docs, tokenizer="bert-base-uncased")
+    with pytest.raises(ValueError, match=r"\[CLS\]"):
+        prepare_bert_data(SMALL, cache_dir=tmp_path, texts=own_docs, tokenizer=gpt2.tokenizer)
+    with pytest.raises(ValueError, match="no window of"):
+        prepare_gpt2_data(DataScale("big", None, block_size=4096), cache_dir=tmp_path, texts=own_docs[:6],
+                          tokenizer=gpt2.tokenizer)

@@ -178,3 +178,157 @@ def test_to_tokenizer_roundtrip(texts, tmp_path):
     tok = load_tokenizer(save_tokenizer(bpe.to_tokenizer(), tmp_path))
     for t in texts[-50:] + ["x" + GPT2_EOS]:
         assert tok.encode(t).ids == bpe.encode(t)
+
+
+# ---------------------------------------------------------------- reproducible training (issue 11)
+_TRAIN_IN_A_FRESH_PROCESS = """
+import hashlib, json, sys
+from scratchformers.tokenization import train_bytelevel_bpe, train_wordpiece
+texts = json.load(open(sys.argv[1]))
+for train in (train_wordpiece, train_bytelevel_bpe):
+    print(hashlib.sha256(train(texts, vocab_size=1200, show_progress=False).to_str().encode()).hexdigest())
+"""
+
+
+def _fresh_process_digests(texts, tmp_path):
+    import subprocess, sys
+    path = tmp_path / "texts.json"
+    path.write_text(json.dumps(texts))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", _TRAIN_IN_A_FRESH_PROCESS, str(path)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_same_texts_same_tokenizer_in_fresh_processes(texts, tmp_path):
+    """Rust's WordPiece trainer numbers its ##-pieces in hash order, which changes from process to process."""
+    first, second = (_fresh_process_digests(texts[:400], tmp_path) for _ in range(2))
+    assert len(first) == 2 and first == second
+
+
+def test_plain_rust_wordpiece_trainer_is_not_reproducible(texts):
+    """The problem train_wordpiece solves: the plain trainer permutes ids even within one process."""
+    from tokenizers import trainers
+    from scratchformers.tokenization import _wordpiece_tokenizer
+    def plain():
+        tok = _wordpiece_tokenizer()
+        tok.train_from_iterator(texts[:400], trainers.WordPieceTrainer(
+            vocab_size=1200, show_progress=False, special_tokens=BERT_SPECIAL_TOKENS, continuing_subword_prefix="##"))
+        return tok.get_vocab()
+    runs = [plain() for _ in range(3)]
+    assert any(r != runs[0] for r in runs[1:])
+    assert train_wordpiece(texts[:400], 1200, show_progress=False).to_str() == \
+        train_wordpiece(texts[:400], 1200, show_progress=False).to_str()
+
+
+def test_wordpiece_pieces_are_ordinary_tokens(wordpiece):
+    specials = [t.content for t in wordpiece.get_added_tokens_decoder().values()]
+    assert specials == BERT_SPECIAL_TOKENS
+    assert wordpiece.encode("unwatchable", add_special_tokens=False).tokens[1].startswith("##")
+    assert wordpiece.decode(wordpiece.encode("an unwatchable film").ids) == "an unwatchable film"
+
+
+# ---------------------------------------------------------------- input checks (issue 11)
+@pytest.mark.parametrize("train", [train_wordpiece, train_bytelevel_bpe,
+                                   lambda texts, vocab_size, **kw: ByteLevelBPE().train(texts, vocab_size)])
+def test_blank_corpus_and_bad_numbers(train, texts):
+    for blank in ([""], ["", "  ", "\n\t"]):
+        with pytest.raises(ValueError, match="all empty or whitespace"):
+            train(blank, vocab_size=1000, show_progress=False)
+    with pytest.raises(TypeError, match="vocab_size must be an int, got 300.0"):
+        train(texts[:5], vocab_size=300.0, show_progress=False)
+    with pytest.raises(TypeError, match="vocab_size must be an int"):
+        train(texts[:5], vocab_size=True, show_progress=False)
+
+
+@pytest.mark.parametrize("train", [train_wordpiece, train_bytelevel_bpe])
+def test_min_frequency_is_checked(train, texts):
+    with pytest.raises(ValueError, match="min_frequency=-1"):
+        train(texts[:5], vocab_size=1000, min_frequency=-1, show_progress=False)
+    with pytest.raises(TypeError, match="min_frequency must be an int"):
+        train(texts[:5], vocab_size=1000, min_frequency=2.5, show_progress=False)
+    with pytest.raises(ValueError, match="min_frequency=-1"):
+        ByteLevelBPE().train(texts[:5], 1000, min_frequency=-1)
+
+
+def test_load_tokenizer_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nowhere" / "tokenizer.json"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        load_tokenizer(missing)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{bad / 'tokenizer.json'} is not a tokenizer file: it is not valid JSON"):
+        load_tokenizer(bad)
+    (bad / "tokenizer.json").write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match=rf"{bad / 'tokenizer.json'} is not a tokenizer file that"):
+        load_tokenizer(bad)
+    (bad / "tokenizer.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="tokenizer.json"):
+        load_tokenizer(bad / "tokenizer.json")
+
+
+def test_save_into_a_file_is_refused(wordpiece, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        save_tokenizer(wordpiece, tmp_path / "file")
+
+
+# ---------------------------------------------------------------- transformers gets the special tokens (issue 12)
+def test_autotokenizer_gets_bert_special_tokens(wordpiece, tmp_path):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    save_tokenizer(wordpiece, tmp_path, model_max_length=128)
+    assert {p.name for p in tmp_path.iterdir()} == {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+    for hf in (AutoTokenizer.from_pretrained(tmp_path), PreTrainedTokenizerFast.from_pretrained(tmp_path)):
+        assert (hf.cls_token, hf.sep_token, hf.pad_token, hf.mask_token, hf.unk_token) == \
+            ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]")
+        assert (hf.pad_token_id, hf.unk_token_id, hf.cls_token_id, hf.sep_token_id, hf.mask_token_id) == (0, 1, 2, 3, 4)
+        assert hf.model_max_length == 128
+        batch = hf(["a short one", "a much longer second text"], padding=True)
+        assert batch["input_ids"][0][-1] == 0 and batch["attention_mask"][0][-1] == 0
+        assert hf("A film.")["input_ids"] == wordpiece.encode("A film.").ids
+
+
+def test_autotokenizer_gets_gpt2_eos(bytelevel, tmp_path):
+    from transformers import AutoTokenizer
+    save_tokenizer(bytelevel, tmp_path)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    eos = bytelevel.token_to_id(GPT2_EOS)
+    assert hf.eos_token == hf.bos_token == hf.unk_token == hf.pad_token == GPT2_EOS
+    assert hf.eos_token_id == hf.pad_token_id == eos == bytelevel.get_vocab_size() - 1
+    assert hf("Hello" + GPT2_EOS)["input_ids"] == bytelevel.encode("Hello" + GPT2_EOS).ids
+    assert json.loads((tmp_path / "special_tokens_map.json").read_text())["eos_token"] == GPT2_EOS
+
+
+# ---------------------------------------------------------------- Ctrl-C stops training (issue 11)
+_TRAIN_FOREVER = """
+import random, sys
+from scratchformers.tokenization import train_bytelevel_bpe, train_wordpiece
+train = {"wordpiece": train_wordpiece, "bpe": train_bytelevel_bpe}[sys.argv[1]]
+rng = random.Random(0)
+words = lambda n: " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12)) for _ in range(n))
+def texts():  # little text, so the feed is short, but 120,000 rare words: a Rust merge phase of many seconds
+    yield from (words(20) for _ in range(6000))
+    print("fed", flush=True)
+train(texts(), vocab_size=200_000, min_frequency=1, show_progress=False)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("which", ["wordpiece", "bpe"])
+def test_ctrl_c_stops_training(which):
+    """SIGINT while Rust merges (the texts all read): training stops within seconds, with KeyboardInterrupt."""
+    import signal, subprocess, sys, time
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-c", _TRAIN_FOREVER, which], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    assert p.stdout.readline().strip() == "fed"
+    time.sleep(2)
+    assert p.poll() is None, "training finished too soon to test an interrupt"
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert "finished" not in out, "training ran to the end despite Ctrl-C"
+    assert p.returncode != 0 and "tokenizer training was interrupted" in err, err[-500:]
+    assert time.monotonic() - t < 5, "Ctrl-C waited for the trainer"
