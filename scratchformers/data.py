@@ -428,14 +428,14 @@ DATA_VERSION = 2  # part of every cache key: bump it to ignore old caches (2: ch
 
 def default_cache_dir() -> Path:
     """Where prepared data lives: `$SCRATCHFORMERS_CACHE`, else `~/.cache/scratchformers`."""
-    return Path(os.environ.get("SCRATCHFORMERS_CACHE") or Path.home() / ".cache" / "scratchformers")
+    return Path(os.environ.get("SCRATCHFORMERS_CACHE") or Path.home() / ".cache/scratchformers")
 
 def _cache_root(cache_dir) -> Path:
     """The cache directory to use, refusing one that is a file."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"the data cache {root} is a file, not a directory: pass another cache_dir= "
-                                 "(or set SCRATCHFORMERS_CACHE), or remove the file")
+        raise NotADirectoryError(f"the data cache {root} is a file, not a directory: pass another "
+                                 "cache_dir= (or set SCRATCHFORMERS_CACHE), or remove the file")
     return root
 
 def _check_writable(directory: Path):
@@ -445,8 +445,9 @@ def _check_writable(directory: Path):
         fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
         os.close(fd); os.unlink(probe)
     except OSError as e:
-        raise PermissionError(f"cannot write prepared data into the cache {directory} ({e.strerror or e}): pass a "
-                              "writable cache_dir= (or set SCRATCHFORMERS_CACHE)") from None
+        raise PermissionError(f"cannot write prepared data into the cache {directory} "
+                              f"({e.strerror or e}): pass a writable cache_dir= "
+                              "(or set SCRATCHFORMERS_CACHE)") from None
 
 def _atomic_dir(path: Path, write: Callable[[Path], None]):
     """Run `write` on a fresh temporary directory, then move it to `path` in one step."""
@@ -461,14 +462,15 @@ def _atomic_dir(path: Path, write: Callable[[Path], None]):
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
 def _discard(path: Path, problem: str):
-    """Move a damaged cache entry out of the way (then delete it), or say which directory to delete."""
+    """Move a damaged cache entry aside (then delete it), or say which directory to delete."""
     print(f"the cached entry {path} is damaged ({problem}): rebuilding it")
     aside = path.parent / f".{path.name}.damaged-{os.getpid()}"
     try: os.replace(path, aside)
     except FileNotFoundError: return  # another process moved it already
     except OSError as e:
-        raise PermissionError(f"the cached entry {path} is damaged ({problem}) and cannot be removed "
-                              f"({e.strerror or e}): delete the directory {path} and run again") from None
+        raise PermissionError(f"the cached entry {path} is damaged ({problem}) and cannot be "
+                              f"removed ({e.strerror or e}): delete the directory {path} and run "
+                              "again") from None
     shutil.rmtree(aside, ignore_errors=True)
 
 # %% ../book/02_pretraining_data.ipynb #a7c3e002
@@ -488,30 +490,39 @@ def _id_range(ds: datasets.Dataset) -> tuple[int, int]:
     mm = pc.min_max(ids)
     return mm["min"].as_py(), mm["max"].as_py()
 
+def _files_problem(path: Path, files) -> str | None:
+    """What is wrong with the files of the entry at `path`, as meta.json lists them (or None)."""
+    if not isinstance(files, dict) or not files: return "its meta.json lists no files"
+    for name, entry in files.items():
+        f = path / name
+        if not (isinstance(entry, list) and len(entry) == 2): return f"bad meta.json entry {name}"
+        if not f.is_file(): return f"{name} is missing"
+        if f.stat().st_size != entry[0]:
+            return f"{name} has {f.stat().st_size:,} bytes, not {entry[0]:,}: truncated?"
+        if _file_sha256(f) != entry[1]: return f"{name} does not match its checksum: corrupted"
+    return None
+
 def _load_verified(path: Path, vocab_size: int) -> tuple[datasets.DatasetDict, dict] | str:
     """The splits and meta.json of the cache entry at `path`, or what is wrong with it."""
     try: meta = json.loads((path / "meta.json").read_text())
     except FileNotFoundError: return "it has no meta.json: an interrupted or foreign build"
     except (OSError, ValueError) as e: return f"its meta.json is unreadable: {e}"
-    files = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(files, dict) or not files: return "its meta.json lists no files"
-    for name, (size, sha) in files.items():
-        f = path / name
-        if not f.is_file(): return f"{name} is missing"
-        if f.stat().st_size != size: return f"{name} has {f.stat().st_size:,} bytes, not {size:,}: truncated?"
-        if _file_sha256(f) != sha: return f"{name} does not match its checksum: corrupted"
+    if not isinstance(meta, dict): return "its meta.json is not an object"
+    problem = _files_problem(path, meta.get("files"))
+    if problem: return problem
     try:
         with _quiet(): splits = datasets.load_from_disk(str(path))
     except Exception as e: return f"datasets cannot read it: {str(e).splitlines()[0][:200]}"
     for k, n in meta.get("rows", {}).items():
-        if k not in splits or len(splits[k]) != n: return f"its {k} split does not have the {n:,} rows it had"
+        if k not in splits or len(splits[k]) != n: return f"its {k} split lost rows (had {n:,})"
     for k, ds in splits.items():
         lo, hi = _id_range(ds)
-        if lo < 0 or hi >= vocab_size: return f"its {k} split has token ids outside 0..{vocab_size - 1} ({lo}..{hi})"
+        if lo < 0 or hi >= vocab_size:
+            return f"its {k} split has token ids outside 0..{vocab_size - 1} ({lo}..{hi})"
     return splits, meta
 
 def _cached_tokenizer(path: Path, train: Callable[[], Tokenizer]) -> Tokenizer:
-    """The tokenizer cached at `path`, trained and saved on first use (and again when its file is damaged)."""
+    """The tokenizer cached at `path`, trained and saved on first use or when damaged."""
     if (path / "tokenizer.json").is_file():
         try: return load_tokenizer(path)
         except ValueError as e: _discard(path, str(e))
@@ -521,7 +532,7 @@ def _cached_tokenizer(path: Path, train: Callable[[], Tokenizer]) -> Tokenizer:
 
 def _cached_splits(path: Path, build: Callable[[], datasets.DatasetDict], meta: dict,
                    vocab_size: int) -> tuple[datasets.DatasetDict, dict, str]:
-    """The verified train/validation datasets cached at `path` (built and saved when absent or damaged),
+    """The verified train/validation datasets cached at `path` (built when absent or damaged),
     their meta.json, and whether they were "loaded from cache", "built" or "rebuilt"."""
     how = "built"
     if path.exists():
@@ -533,34 +544,37 @@ def _cached_splits(path: Path, build: Callable[[], datasets.DatasetDict], meta: 
         splits = build()
         with _quiet(): splits.save_to_disk(str(tmp))
         rows = {k: len(v) for k, v in splits.items()}
-        (tmp / "meta.json").write_text(json.dumps({**meta, "rows": rows, "files": _file_list(tmp)}, indent=1))
+        meta_json = json.dumps({**meta, "rows": rows, "files": _file_list(tmp)}, indent=1)
+        (tmp / "meta.json").write_text(meta_json)  # last: an entry with it is complete
     _atomic_dir(path, write)
     got = _load_verified(path, vocab_size)
     if isinstance(got, str):
-        raise ValueError(f"the data just written to {path} fails its check ({got}): delete the directory {path}; "
-                         "if it happens again, report it")
+        raise ValueError(f"the data just written to {path} fails its check ({got}): delete the "
+                         f"directory {path}; if it happens again, report it")
     return *got, how
 
 # %% ../book/02_pretraining_data.ipynb #bad7c822
 class _Batches:
-    """What both prepared-data objects share: `collate` and `collator` (the same function) and `loader`."""
+    """What both prepared-data objects share: `collate` (also `collator`) and `loader`."""
     def loader(self, split: str = "train", batch_size: int = 32, shuffle: bool | None = None,
                **kwargs) -> torch.utils.data.DataLoader:
-        """A `DataLoader` over `split` ("train", shuffled, or "validation") that batches with the right collate."""
-        if split not in ("train", "validation"): raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
-        return torch.utils.data.DataLoader(getattr(self, split), batch_size=batch_size, collate_fn=self.collate,
-                                           shuffle=split == "train" if shuffle is None else shuffle, **kwargs)
+        """A `DataLoader` over `split` ("train", shuffled, or "validation"), the right collate."""
+        if split not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        shuffle = split == "train" if shuffle is None else shuffle
+        return torch.utils.data.DataLoader(getattr(self, split), batch_size=batch_size,
+                                           collate_fn=self.collate, shuffle=shuffle, **kwargs)
 
 @dataclass
 class BertPretrainingData(_Batches):
-    """Everything chapter 6 needs to pretrain BERT: tokenizer, examples, collator, and a digest of it all."""
+    """Everything chapter 6 needs to pretrain BERT: tokenizer, examples, collator, their digest."""
     tokenizer: Tokenizer
     train: datasets.Dataset  # input_ids, token_type_ids, next_sentence_label (+ provenance)
     validation: datasets.Dataset
     collator: MLMCollator
     scale: DataScale
     path: Path | None = None  # the cache directory of the examples
-    digest: str = ""  # identifies tokenizer and examples: a checkpoint keeps it, a resume compares it
+    digest: str = ""  # tokenizer and examples: checkpoints keep it, a resume compares it
 
     @property
     def collate(self) -> MLMCollator: return self.collator  # both names, as for GPT-2's data
@@ -570,78 +584,90 @@ def _texts(reviews: datasets.Dataset, clean: Callable[[str], str] = clean_review
     return (clean(t) for t in reviews["text"])
 
 def _code_digest(*functions) -> str:
-    """A hash of chapter 1's functions' source and DATA_VERSION: changing how reviews are loaded, cleaned, split
-    or tokenized invalidates the caches (a change here in chapter 2 bumps DATA_VERSION)."""
+    """A hash of the functions' source and DATA_VERSION: changing how documents are loaded,
+    cleaned, split or tokenized invalidates the caches (chapter 2 bumps DATA_VERSION)."""
     def source(f):
         try: return inspect.getsource(f)
         except (OSError, TypeError): return f"{f.__module__}.{f.__qualname__}"
     return _digest(DATA_VERSION, *map(source, functions))
 
-def _tokenizer_dir(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int, root: Path,
-                   texts_digest: str | None = None) -> Path:
-    """The cache directory of the tokenizer of `kind` (trained by `train`) for `scale` and `seed` (and your texts)."""
+def _tokenizer_dir(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int,
+                   root: Path, texts_digest: str | None = None) -> Path:
+    """The cache directory of the tokenizer of `kind` for `scale` and `seed` (and your texts)."""
     if texts_digest is None:
         key = _digest(kind, vocab_size, scale.n_reviews, scale.valid_fraction, seed,
                       _code_digest(train, load_imdb, clean_review, split_by_review))
         return root / "tokenizers" / f"{kind}-{scale.name}-{key}"
-    key = _digest(kind, vocab_size, texts_digest, scale.valid_fraction, seed, _code_digest(train, normalize_whitespace))
+    key = _digest(kind, vocab_size, texts_digest, scale.valid_fraction, seed,
+                  _code_digest(train, normalize_whitespace))
     return root / "tokenizers" / f"{kind}-own-{key}"
 
 @dataclass
 class _Inputs:
-    """The documents, cleaning and tokenizer a preparation works from, and the cache names they imply."""
-    documents: Callable[[], datasets.DatasetDict]  # train/validation, columns text and review_id (called lazily)
+    """The documents, cleaning and tokenizer a preparation works from, and what keys its cache."""
+    documents: Callable[[], datasets.DatasetDict]  # train/validation: text, review_id (lazily)
     clean: Callable[[str], str]
     tokenizer: Tokenizer
     texts_digest: str | None  # None: IMDb
     name: str  # the scale's name, or "own"
-    code: tuple  # the functions that load, split and clean the documents (their source is in the cache key)
+    code: tuple  # the functions that load, split and clean the documents (keyed by their source)
     small: bool  # builds in seconds: no progress bars
 
 def _inputs(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int, root: Path,
             texts, tokenizer) -> _Inputs:
-    """IMDb reviews or your texts, and the given tokenizer or one trained on the training side (cached)."""
+    """IMDb's reviews or your texts, and the tokenizer given or one trained on the training side."""
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
-        raise TypeError(f"tokenizer must be a tokenizers.Tokenizer (see load_tokenizer), got {type(tokenizer).__name__}")
+        raise TypeError("tokenizer must be a tokenizers.Tokenizer (see load_tokenizer), got "
+                        f"{type(tokenizer).__name__}")
     if texts is None:
-        documents, clean, digest, name = cache(lambda: load_reviews(scale, seed)), clean_review, None, scale.name
+        documents, clean = cache(lambda: load_reviews(scale, seed)), clean_review
+        digest, name, small = None, scale.name, _small(scale)
         code = (load_imdb, clean_review, split_by_review)
     else:
         docs = _check_documents(texts)
         digest = _digest("texts", hashlib.sha256(json.dumps(docs).encode()).hexdigest())
-        documents, clean, name = cache(lambda: _split_documents(docs, scale, seed)), normalize_whitespace, "own"
+        documents, clean = cache(lambda: _split_documents(docs, scale, seed)), normalize_whitespace
+        name, small = "own", len(docs) < 10_000
         code = (normalize_whitespace, _check_documents, _split_documents)
     if tokenizer is None:
-        tokenizer = _cached_tokenizer(_tokenizer_dir(kind, train, vocab_size, scale, seed, root, digest), lambda: train(
-            _texts(documents()["train"], clean), vocab_size=vocab_size, show_progress=False))
-    small = _small(scale) if texts is None else len(docs) < 10_000
+        train_it = lambda: train(_texts(documents()["train"], clean), vocab_size=vocab_size,
+                                 show_progress=False)
+        tok_dir = _tokenizer_dir(kind, train, vocab_size, scale, seed, root, digest)
+        tokenizer = _cached_tokenizer(tok_dir, train_it)
     return _Inputs(documents, clean, tokenizer, digest, name, code, small)
 
-def prepare_bert_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *, texts=None,
-                      tokenizer: Tokenizer | None = None, mlm_probability: float = 0.15,
+def prepare_bert_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *,
+                      texts=None, tokenizer: Tokenizer | None = None,
+                      mlm_probability: float = 0.15,
                       whole_word: bool = False) -> BertPretrainingData:
-    """BERT pretraining data (cached): NSP examples of IMDb's reviews at `scale`, or of your `texts` (a list of
-    documents, see `read_texts`), with a WordPiece tokenizer trained on the training side unless one is given."""
+    """BERT pretraining data (cached): NSP examples of IMDb's reviews at `scale`, or of your
+    `texts` (a list of documents, see `read_texts`), with a WordPiece tokenizer trained on the
+    training side unless one is given."""
     scale, root, t0 = get_scale(scale), _cache_root(cache_dir), time.time()
     check_mlm_probability(mlm_probability)  # before minutes of work, not after
-    src = _inputs("wordpiece", train_wordpiece, scale.bert_vocab_size, scale, seed, root, texts, tokenizer)
+    src = _inputs("wordpiece", train_wordpiece, scale.bert_vocab_size, scale, seed, root, texts,
+                  tokenizer)
     tok = src.tokenizer
-    for t, what in (("[CLS]", "starts every pair"), ("[SEP]", "ends each segment"), ("[MASK]", "hides tokens"),
-                    ("[PAD]", "pads batches")): _special_id(tok, t, what)
-    key = _digest("bert", _tokenizer_digest(tok), src.texts_digest, scale.n_reviews if texts is None else None,
-                  scale.valid_fraction, scale.max_length, seed, _code_digest(*src.code, split_sentences))
+    for t, what in (("[CLS]", "starts every pair"), ("[SEP]", "ends each segment"),
+                    ("[MASK]", "hides tokens"), ("[PAD]", "pads batches")):
+        _special_id(tok, t, what)
+    key = _digest("bert", _tokenizer_digest(tok), src.texts_digest,
+                  scale.n_reviews if texts is None else None, scale.valid_fraction,
+                  scale.max_length, seed, _code_digest(*src.code, split_sentences))
     path = root / f"bert-{src.name}-{key}"
     def build():
         with _quiet(src.small):
-            return datasets.DatasetDict({k: build_nsp_examples(tokenize_sentences(v, tok, clean=src.clean), tok,
-                                                               scale.max_length, seed)
-                                         for k, v in src.documents().items()})
-    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION, "texts": src.texts_digest,
-            "tokenizer": _tokenizer_digest(tok)}
-    splits, meta, how = _cached_splits(path, build, meta, tok.get_vocab_size(with_added_tokens=True))
-    what = "your texts" if texts is not None else f"{scale.name}"
-    print(f"BERT data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} training and "
-          f"{len(splits['validation']):,} validation pairs ({path})")
+            return datasets.DatasetDict({
+                k: build_nsp_examples(tokenize_sentences(v, tok, clean=src.clean), tok,
+                                      scale.max_length, seed)
+                for k, v in src.documents().items()})
+    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION,
+            "texts": src.texts_digest, "tokenizer": _tokenizer_digest(tok)}
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    splits, meta, how = _cached_splits(path, build, meta, vocab_size)
+    what = "your texts" if texts is not None else scale.name
+    print(f"BERT data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} "
+          f"training and {len(splits['validation']):,} validation pairs ({path})")
     return BertPretrainingData(tok, splits["train"], splits["validation"],
                                MLMCollator(tok, mlm_probability, whole_word, seed), scale, path,
                                digest=_digest("bert", meta["tokenizer"], meta["files"]))
@@ -689,96 +715,118 @@ def gpt2_collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 # %% ../book/02_pretraining_data.ipynb #c07501f6
 @dataclass
 class GPT2PretrainingData(_Batches):
-    """Everything chapter 6 needs to pretrain GPT-2: tokenizer, windows, collate function, and a digest of it all."""
+    """Everything chapter 6 needs to pretrain GPT-2: tokenizer, windows, collate, their digest."""
     tokenizer: Tokenizer
     train: datasets.Dataset  # input_ids windows of block_size tokens
     validation: datasets.Dataset
     collate: Callable[[list[dict]], dict[str, torch.Tensor]]
     scale: DataScale
     path: Path | None = None
-    digest: str = ""  # identifies tokenizer and windows: a checkpoint keeps it, a resume compares it
+    digest: str = ""  # tokenizer and windows: checkpoints keep it, a resume compares it
 
     @property
-    def collator(self) -> Callable[[list[dict]], dict[str, torch.Tensor]]: return self.collate  # as for BERT's data
+    def collator(self) -> Callable: return self.collate  # both names, as for BERT's data
 
-def prepare_gpt2_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *, texts=None,
-                      tokenizer: Tokenizer | None = None) -> GPT2PretrainingData:
-    """GPT-2 pretraining data (cached): windows of IMDb's reviews at `scale`, or of your `texts` (a list of
-    documents, see `read_texts`), with a byte-level BPE trained on the training side unless one is given."""
+def prepare_gpt2_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *,
+                      texts=None, tokenizer: Tokenizer | None = None) -> GPT2PretrainingData:
+    """GPT-2 pretraining data (cached): windows of IMDb's reviews at `scale`, or of your `texts`
+    (a list of documents, see `read_texts`), with a byte-level BPE trained on the training side
+    unless one is given."""
     scale, root, t0 = get_scale(scale), _cache_root(cache_dir), time.time()
-    src = _inputs("bytelevel-bpe", train_bytelevel_bpe, scale.gpt2_vocab_size, scale, seed, root, texts, tokenizer)
+    src = _inputs("bytelevel-bpe", train_bytelevel_bpe, scale.gpt2_vocab_size, scale, seed, root,
+                  texts, tokenizer)
     tok = src.tokenizer
     if tok.token_to_id(GPT2_EOS) is None:
-        raise ValueError(f"the tokenizer has no {GPT2_EOS} token, which GPT-2 puts after every document: train it "
-                         "with chapter 1's train_bytelevel_bpe")
-    key = _digest("gpt2", _tokenizer_digest(tok), src.texts_digest, scale.n_reviews if texts is None else None,
-                  scale.valid_fraction, scale.block_size, seed, _code_digest(*src.code))
+        raise ValueError(f"the tokenizer has no {GPT2_EOS} token, which GPT-2 puts after every "
+                         "document: train it with chapter 1's train_bytelevel_bpe")
+    key = _digest("gpt2", _tokenizer_digest(tok), src.texts_digest,
+                  scale.n_reviews if texts is None else None, scale.valid_fraction,
+                  scale.block_size, seed, _code_digest(*src.code))
     path = root / f"gpt2-{src.name}-{key}"
     def build():
         with _quiet(src.small):
-            splits = datasets.DatasetDict({k: group_windows(tokenize_documents(v, tok, clean=src.clean), scale.block_size)
-                                           for k, v in src.documents().items()})
+            splits = datasets.DatasetDict({
+                k: group_windows(tokenize_documents(v, tok, clean=src.clean), scale.block_size)
+                for k, v in src.documents().items()})
         for k, v in splits.items():
-            if len(v) == 0: raise ValueError(f"the {k} documents make no window of {scale.block_size} tokens: "
-                                             "use more text or a DataScale with a smaller block_size")
+            if len(v) == 0:
+                raise ValueError(f"the {k} documents make no window of {scale.block_size} tokens: "
+                                 "use more text or a DataScale with a smaller block_size")
         return splits
-    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION, "texts": src.texts_digest,
-            "tokenizer": _tokenizer_digest(tok)}
-    splits, meta, how = _cached_splits(path, build, meta, tok.get_vocab_size(with_added_tokens=True))
-    what = "your texts" if texts is not None else f"{scale.name}"
-    print(f"GPT-2 data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} training and "
-          f"{len(splits['validation']):,} validation windows of {scale.block_size} tokens ({path})")
-    return GPT2PretrainingData(tok, splits["train"], splits["validation"], gpt2_collate, scale, path,
-                               digest=_digest("gpt2", meta["tokenizer"], meta["files"]))
+    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION,
+            "texts": src.texts_digest, "tokenizer": _tokenizer_digest(tok)}
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    splits, meta, how = _cached_splits(path, build, meta, vocab_size)
+    what = "your texts" if texts is not None else scale.name
+    print(f"GPT-2 data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} "
+          f"training and {len(splits['validation']):,} validation windows of {scale.block_size} "
+          f"tokens ({path})")
+    return GPT2PretrainingData(tok, splits["train"], splits["validation"], gpt2_collate, scale,
+                               path, digest=_digest("gpt2", meta["tokenizer"], meta["files"]))
 
 # %% ../book/02_pretraining_data.ipynb #a7c3e004
-_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # one or more lines holding nothing but whitespace
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # one or more lines of nothing but whitespace
 _SPACES_NOT_NEWLINES = re.compile(r"[^\S\n]+")
 
 def normalize_whitespace(text: str) -> str:
-    """Runs of spaces and tabs as one space, lines stripped, blank lines dropped: all the cleaning your text gets."""
-    if not isinstance(text, str): raise TypeError(f"a document must be a str, got {type(text).__name__}: {text!r:.80}")
-    lines = (_SPACES_NOT_NEWLINES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n"))
+    """Runs of spaces and tabs as one space, lines stripped, blank lines dropped: all the cleaning
+    your own text gets."""
+    if not isinstance(text, str):
+        raise TypeError(f"a document must be a str, got {type(text).__name__}: {text!r:.80}")
+    text = text.replace("\r\n", "\n")
+    lines = (_SPACES_NOT_NEWLINES.sub(" ", s).strip() for s in text.split("\n"))
     return "\n".join(line for line in lines if line)
 
+def _jsonl_texts(path: Path, content: str) -> list[str]:
+    """The "text" field of each line of a .jsonl file (blank lines skipped)."""
+    texts = []
+    for n, line in enumerate(content.splitlines(), 1):
+        if not line.strip(): continue
+        try: record = json.loads(line)
+        except ValueError as e: raise ValueError(f"{path}, line {n}: not JSON ({e})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"{path}, line {n}: expected an object with a \"text\" string, got "
+                             f"{line.strip()[:80]}")
+        if record["text"].strip(): texts.append(record["text"])
+    return texts
+
 def read_texts(path) -> list[str]:
-    """The documents of a text file. A `.txt` file holds one document per block of lines, blocks separated by a
-    blank line; a `.jsonl` file one JSON object per line, the document in its "text" field."""
+    """The documents of a text file. A `.txt` file holds one document per block of lines, blocks
+    separated by a blank line; a `.jsonl` file one JSON object per line, the document in "text"."""
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no text file at {path}: give a .txt or .jsonl file")
+    if not path.is_file():
+        raise FileNotFoundError(f"no text file at {path}: give a .txt or .jsonl file")
     if path.suffix not in (".txt", ".jsonl"):
-        raise ValueError(f"{path}: read_texts reads .txt (documents separated by blank lines) or .jsonl files "
-                         f"(a \"text\" field per line), not {path.suffix or 'a file without a suffix'}")
+        raise ValueError(f"{path}: read_texts reads .txt (documents separated by blank lines) or "
+                         f".jsonl files (a \"text\" field per line), not "
+                         f"{path.suffix or 'a file without a suffix'}")
     try: content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e: raise ValueError(f"{path} is not UTF-8 text ({e})") from None
-    if path.suffix == ".txt": texts = [b.strip() for b in _BLANK_LINES.split(content.replace("\r\n", "\n")) if b.strip()]
+    if path.suffix == ".jsonl": texts = _jsonl_texts(path, content)
     else:
-        texts = []
-        for n, line in enumerate(content.splitlines(), 1):
-            if not line.strip(): continue
-            try: record = json.loads(line)
-            except ValueError as e: raise ValueError(f"{path}, line {n}: not JSON ({e})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{path}, line {n}: expected an object with a \"text\" string, got {line.strip()[:80]}")
-            if record["text"].strip(): texts.append(record["text"])
+        blocks = _BLANK_LINES.split(content.replace("\r\n", "\n"))
+        texts = [b.strip() for b in blocks if b.strip()]
     if not texts: raise ValueError(f"{path} holds no documents: it is empty or only whitespace")
     return texts
 
 # %% ../book/02_pretraining_data.ipynb #a7c3e005
 def _check_documents(texts) -> list[str]:
-    """Your documents, whitespace normalised, blank ones dropped; at least 4 (two on each side of the split)."""
+    """Your documents, whitespace normalised, blank ones dropped; at least 4, two per side."""
     if isinstance(texts, (str, bytes, Path)):
         raise TypeError("texts must be a list of documents (strings), not a single string or path: "
                         "read a file with read_texts(path)")
-    docs = [normalize_whitespace(t) for t in texts]
-    docs = [d for d in docs if d]
+    docs = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"document {i} is a {type(t).__name__}, not a str: {t!r:.80}")
+        if d := normalize_whitespace(t): docs.append(d)
     if len(docs) < 4:
-        raise ValueError(f"texts hold {len(docs)} non-blank document(s): need at least 4, two on each side of the "
-                         "split by document (a random B segment must come from another document)")
+        raise ValueError(f"texts hold {len(docs)} non-blank document(s): need at least 4, two on "
+                         "each side of the split by document (a random B must come from another)")
     return docs
 
 def _split_documents(docs: list[str], scale: DataScale, seed: int) -> datasets.DatasetDict:
-    """A seeded split by document, at least two on each side: columns `text` and `review_id` (the index)."""
+    """A seeded split by document, two or more on each side: columns `text`, `review_id` (index)."""
     ds = datasets.Dataset.from_dict({"text": docs, "review_id": list(range(len(docs)))})
     n_valid = min(max(2, round(len(docs) * scale.valid_fraction)), len(docs) - 2)
     parts = ds.train_test_split(test_size=n_valid, seed=seed, shuffle=True)

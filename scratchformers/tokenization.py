@@ -24,16 +24,20 @@ __all__ = ['BERT_SPECIAL_TOKENS', 'GPT2_EOS', 'GPT2_SPLIT_PATTERN', 'train_wordp
 
 # %% ../book/01_tokenization.ipynb #bfdd531b
 def _check_texts(texts: Iterable[str]):
-    """Yield the texts, raising a clear error on a non-string, an empty corpus or one with no visible text."""
-    if isinstance(texts, str): raise TypeError("texts must be an iterable of strings, not a single string")
+    """Yield the texts; a clear error on a non-string, an empty corpus or no visible text."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be an iterable of strings, not a single string")
     n = n_blank = 0
     for i, t in enumerate(texts):
-        if not isinstance(t, str): raise TypeError(f"text {i} is a {type(t).__name__}, not a str: {t!r:.80}")
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is a {type(t).__name__}, not a str: {t!r:.80}")
         n, n_blank = n + 1, n_blank + (not t.strip())
         yield t
-    if n == 0: raise ValueError("cannot train a tokenizer on an empty corpus: give it at least one text")
-    if n_blank == n: raise ValueError(f"cannot train a tokenizer on {n:,} text(s) that are all empty or "
-                                      "whitespace: there is nothing to learn from; check how the texts were read")
+    if n == 0:
+        raise ValueError("cannot train a tokenizer on an empty corpus: give it at least one text")
+    if n_blank == n:
+        raise ValueError(f"cannot train a tokenizer on {n:,} text(s) that are all empty or "
+                         "whitespace: nothing to learn from; check how the texts were read")
 
 def _check_int(name: str, value, minimum: int) -> int:
     """`value` if it is an int (not a bool) >= `minimum`; else a clear TypeError or ValueError."""
@@ -46,12 +50,13 @@ def _check_vocab_size(vocab_size: int, n_special: int):
     """Refuse a vocabulary too small for the 256 byte symbols plus the special tokens."""
     _check_int("vocab_size", vocab_size, 1)
     if vocab_size < 256 + n_special:
-        raise ValueError(f"vocab_size={vocab_size!r} is too small: it must hold the 256-symbol byte alphabet plus "
-                         f"{n_special} special token(s), so at least {256 + n_special}")
+        raise ValueError(f"vocab_size={vocab_size!r} is too small: it must hold the 256-symbol "
+                         f"byte alphabet plus {n_special} special token(s), so at least "
+                         f"{256 + n_special}")
 
 # %% ../book/01_tokenization.ipynb #d4a1c0df
 def _train(tok: Tokenizer, texts: Iterable[str], trainer) -> Tokenizer:
-    """`tok.train_from_iterator(texts, trainer)` in a worker thread, so that Ctrl-C stops it at once."""
+    """`tok.train_from_iterator(texts, trainer)` in a worker thread, so Ctrl-C stops it at once."""
     stop, errors = threading.Event(), []
     def feed():
         for t in texts:
@@ -66,7 +71,8 @@ def _train(tok: Tokenizer, texts: Iterable[str], trainer) -> Tokenizer:
         while worker.is_alive(): worker.join(0.05)
     except KeyboardInterrupt:
         stop.set()
-        raise KeyboardInterrupt("tokenizer training was interrupted (Ctrl-C); nothing was saved") from None
+        raise KeyboardInterrupt("tokenizer training was interrupted (Ctrl-C); "
+                                "nothing was saved") from None
     if errors: raise errors[0]
     return tok
 
@@ -77,9 +83,8 @@ GPT2_EOS = "<|endoftext|>"  # GPT-2's only special token: the end of a document
 # %% ../book/01_tokenization.ipynb #9d767af7
 def _wordpiece_tokenizer(vocab: dict[str, int] | None = None) -> Tokenizer:
     """BERT's uncased pipeline (normaliser, pre-tokeniser, decoder) around a WordPiece model."""
-    model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##") if vocab else \
-        models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##")
-    tok = Tokenizer(model)
+    options = dict(unk_token="[UNK]", continuing_subword_prefix="##")
+    tok = Tokenizer(models.WordPiece(vocab, **options) if vocab else models.WordPiece(**options))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
@@ -87,41 +92,46 @@ def _wordpiece_tokenizer(vocab: dict[str, int] | None = None) -> Tokenizer:
 
 def _wordpiece_trainer(vocab_size: int, min_frequency: int, show_progress: bool, first: list[str]):
     """Rust's WordPiece trainer, with the tokens `first` at the start of the vocabulary."""
-    return trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
-                                     special_tokens=first, continuing_subword_prefix="##")
+    return trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                     show_progress=show_progress, special_tokens=first,
+                                     continuing_subword_prefix="##")
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int = 30522, min_frequency: int = 2,
                     show_progress: bool = True) -> Tokenizer:
-    """BERT's lower-casing WordPiece tokenizer (Devlin et al., 2019) trained on `texts`: same texts, same ids."""
+    """BERT's lower-casing WordPiece tokenizer (Devlin et al., 2019): same texts, same ids."""
     _check_vocab_size(vocab_size, len(BERT_SPECIAL_TOKENS))
     _check_int("min_frequency", min_frequency, 0)
     texts = list(_check_texts(texts))  # read twice
-    alphabet = _train(_wordpiece_tokenizer(), texts, _wordpiece_trainer(0, 0, False, BERT_SPECIAL_TOKENS))
-    pieces = sorted(t for t in alphabet.get_vocab() if t.startswith("##"))  # "##a", "##b", ...: in code point order
-    trained = _train(_wordpiece_tokenizer(), texts,
-                     _wordpiece_trainer(vocab_size, min_frequency, show_progress, BERT_SPECIAL_TOKENS + pieces))
-    tok = _wordpiece_tokenizer(trained.get_vocab(with_added_tokens=False))  # the pieces are ordinary tokens again
+    no_merges = _wordpiece_trainer(0, 0, False, BERT_SPECIAL_TOKENS)
+    alphabet = _train(_wordpiece_tokenizer(), texts, no_merges)
+    pieces = sorted(t for t in alphabet.get_vocab() if t.startswith("##"))  # "##a", "##b", ...
+    first = BERT_SPECIAL_TOKENS + pieces  # numbered in this order
+    trainer = _wordpiece_trainer(vocab_size, min_frequency, show_progress, first)
+    trained = _train(_wordpiece_tokenizer(), texts, trainer)
+    tok = _wordpiece_tokenizer(trained.get_vocab(with_added_tokens=False))  # pieces: ordinary again
     tok.add_special_tokens(BERT_SPECIAL_TOKENS)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(  # segment A has type id 0, segment B type id 1
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.post_processor = processors.TemplateProcessing(  # segment A: type id 0, segment B: 1
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     return tok
 
 # %% ../book/01_tokenization.ipynb #1b4319f8
 def _bytelevel_bpe_tokenizer(model: models.Model | None = None) -> Tokenizer:
     """GPT-2's byte-level pipeline (pre-tokeniser and decoder) around a BPE model."""
     tok = Tokenizer(model if model is not None else models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2 adds no space in front
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # no space in front
     tok.decoder = decoders.ByteLevel()
     return tok
 
 def train_bytelevel_bpe(texts: Iterable[str], vocab_size: int = 50257, min_frequency: int = 2,
                         show_progress: bool = True) -> Tokenizer:
-    """GPT-2's byte-level BPE tokenizer (Radford et al., 2019) trained on `texts`, `<|endoftext|>` last as in GPT-2."""
+    """GPT-2's byte-level BPE (Radford et al., 2019) trained on `texts`, `<|endoftext|>` last."""
     _check_vocab_size(vocab_size, 1)
     _check_int("min_frequency", min_frequency, 0)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=min_frequency, show_progress=show_progress,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=min_frequency,
+                                  show_progress=show_progress, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok = _train(_bytelevel_bpe_tokenizer(), _check_texts(texts), trainer)
     tok.add_special_tokens([GPT2_EOS])
     return tok
@@ -137,25 +147,27 @@ def _write_atomic(path: Path, write) -> Path:
     return path
 
 def special_tokens_map(tok: Tokenizer) -> dict[str, str]:
-    """The roles of `tok`'s special tokens as `transformers` names them (BERT's five, or GPT-2's end of text)."""
+    """The roles of `tok`'s special tokens, named as in `transformers` (BERT's five, or GPT-2's)."""
     vocab = tok.get_vocab(with_added_tokens=True)
     if all(t in vocab for t in BERT_SPECIAL_TOKENS):
-        return {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                "mask_token": "[MASK]"}
+        return {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                "cls_token": "[CLS]", "mask_token": "[MASK]"}
     if GPT2_EOS in vocab:  # GPT-2 has one special token for every role; padding reuses it
-        return {"bos_token": GPT2_EOS, "eos_token": GPT2_EOS, "unk_token": GPT2_EOS, "pad_token": GPT2_EOS}
+        return {k: GPT2_EOS for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
     return {}
 
 def save_tokenizer(tok: Tokenizer, directory, model_max_length: int | None = None) -> Path:
-    """Write `tok` to `directory/tokenizer.json`, with the `tokenizer_config.json` and `special_tokens_map.json`
-    that `transformers.AutoTokenizer` reads; return the path of `tokenizer.json`."""
+    """Write `tok` to `directory/tokenizer.json`, beside the `tokenizer_config.json` and
+    `special_tokens_map.json` that `transformers.AutoTokenizer` reads; return its path."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"cannot save the tokenizer into {directory}: it is a file, not a directory")
+        raise NotADirectoryError(f"cannot save the tokenizer into {directory}: it is a file, "
+                                 "not a directory")
     directory.mkdir(parents=True, exist_ok=True)
     roles = special_tokens_map(tok)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **roles}
-    if model_max_length is not None: config["model_max_length"] = _check_int("model_max_length", model_max_length, 1)
+    if model_max_length is not None:
+        config["model_max_length"] = _check_int("model_max_length", model_max_length, 1)
     for name, data in (("special_tokens_map.json", roles), ("tokenizer_config.json", config)):
         _write_atomic(directory / name, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
     return _write_atomic(directory / "tokenizer.json", lambda p: tok.save(str(p)))
@@ -164,16 +176,21 @@ def load_tokenizer(path_or_dir) -> Tokenizer:
     """Read a `tokenizer.json`, given the file or the directory that holds it."""
     path = Path(path_or_dir)
     if path.is_dir(): path = path / "tokenizer.json"
-    if not path.is_file(): raise FileNotFoundError(f"no tokenizer at {path}: expected a tokenizer.json or a directory holding one")
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer at {path}: expected a tokenizer.json or a directory "
+                                "holding one")
     try: text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e: raise ValueError(f"cannot read the tokenizer file {path}: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the tokenizer file {path}: {e}") from e
     try: json.loads(text)
-    except ValueError as e: raise ValueError(f"{path} is not a tokenizer file: it is not valid JSON ({e}); "
-                                             "save one with save_tokenizer, or train it again") from e
+    except ValueError as e:
+        raise ValueError(f"{path} is not a tokenizer file: it is not valid JSON ({e}); save one "
+                         "with save_tokenizer, or train it again") from e
     try: return Tokenizer.from_str(text)
     except Exception as e:
-        raise ValueError(f"{path} is not a tokenizer file that `tokenizers` can read ({str(e).splitlines()[0][:200]}); "
-                         "save one with save_tokenizer, or train it again") from e
+        raise ValueError(f"{path} is not a tokenizer file that `tokenizers` can read "
+                         f"({str(e).splitlines()[0][:200]}); save one with save_tokenizer, "
+                         "or train it again") from e
 
 # %% ../book/01_tokenization.ipynb #c2747ff8
 def bytes_to_unicode() -> dict[int, str]:

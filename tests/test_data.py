@@ -583,6 +583,8 @@ def test_own_texts_bert_with_a_given_tokenizer(own_docs, bert, tmp_path):
 
 def test_own_texts_bad_input(own_docs, gpt2, tmp_path):
     with pytest.raises(TypeError, match="not a single string"): prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts="a doc")
+    with pytest.raises(TypeError, match="document 2 is a NoneType"):
+        prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts=["a", "b", None, "c", "d"])
     with pytest.raises(ValueError, match="need at least 4"):
         prepare_gpt2_data(SMALL, cache_dir=tmp_path, texts=["one", "two", "  ", "three"])
     with pytest.raises(TypeError, match="tokenizers.Tokenizer"):
