@@ -10,7 +10,7 @@ __all__ = ['PROBLEM_TYPE', 'CLASSIFIERS', 'LABELS', 'HEAD_FRACTION', 'FINETUNE_P
            'check_texts', 'encode_texts', 'collate_classification', 'classification_metrics', 'FinetunePreset',
            'FinetuneResult', 'finetune', 'save_classifier', 'load_classifier', 'predict_proba', 'classify']
 
-# %% ../book/08_classification.ipynb #1e8ab2e8
+# %% ../book/08_classification.ipynb #3cbe2c07
 import hashlib
 import io
 import json
@@ -31,30 +31,33 @@ from .data import default_cache_dir, load_reviews, pad_bert_batch
 from .gpt2 import GPT2Config, GPT2Model, gpt2_from_hf, gpt2_to_hf
 from .tokenization import GPT2_EOS, load_tokenizer, save_tokenizer
 from .training import CHECKPOINT_NAME, TrainConfig, read_checkpoint, train
-from .weights import (CheckpointError, PreTrainedModel, atomic_write_bytes, atomic_write_text,
-                      check_state_dict, load_hf_state_dict, read_config)
+from .weights import (CheckpointError, PreTrainedModel, atomic_write_bytes,
+                                    atomic_write_text, check_state_dict, load_hf_state_dict,
+                                    read_config)
 
-# %% ../book/08_classification.ipynb #4d6e9ad9
-PROBLEM_TYPE = "single_label_classification"  # one class per example, softmax + cross-entropy
+# %% ../book/08_classification.ipynb #3299943d
+PROBLEM_TYPE = "single_label_classification"  # one class per example: softmax + cross-entropy
 
 def check_num_labels(num_labels) -> int:
     "`num_labels`, or a ValueError unless it is an integer >= 2."
     if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2:
-        raise ValueError(f"num_labels must be an integer >= 2 (a classifier chooses between at least "
-                         f"two classes), got {num_labels!r}; regression (num_labels=1) is not implemented")
+        raise ValueError(f"num_labels must be an integer >= 2 (a classifier chooses between "
+                         f"at least two classes), got {num_labels!r}; regression "
+                         f"(num_labels=1) is not implemented")
     return num_labels
 
 class LabelsMixin:
     "`num_labels`, `id2label`, `label2id` and `problem_type` kept consistent, as in `transformers`."
 
     def _init_labels(self):
-        "Fill in whichever of num_labels / id2label / label2id is missing, and check they agree."
+        "Fill in whichever of num_labels / id2label / label2id is missing; check they agree."
         if self.id2label is None:
             n = 2 if self.num_labels is None else check_num_labels(self.num_labels)
             self.id2label = {i: f"LABEL_{i}" for i in range(n)}
         try: self.id2label = {int(k): str(v) for k, v in dict(self.id2label).items()}
         except (TypeError, ValueError):
-            raise ValueError(f"id2label must map class ids 0..n-1 to names, got {self.id2label!r}") from None
+            raise ValueError(f"id2label must map class ids 0..n-1 to names, "
+                             f"got {self.id2label!r}") from None
         n = len(self.id2label)
         if sorted(self.id2label) != list(range(n)) or len(set(self.id2label.values())) != n:
             raise ValueError(f"id2label must map 0..n-1 to distinct names, got {self.id2label!r}")
@@ -63,8 +66,9 @@ class LabelsMixin:
                              f"({self.id2label}); give one or make them agree")
         self.num_labels = check_num_labels(n)
         inverse = {v: k for k, v in self.id2label.items()}
-        if self.label2id is not None and {str(k): int(v) for k, v in self.label2id.items()} != inverse:
-            raise ValueError(f"label2id {self.label2id!r} is not the inverse of id2label {self.id2label!r}")
+        given = self.label2id
+        if given is not None and {str(k): int(v) for k, v in given.items()} != inverse:
+            raise ValueError(f"label2id {given!r} is not the inverse of id2label {self.id2label!r}")
         self.label2id = inverse
         self.problem_type = self.problem_type or PROBLEM_TYPE
         if self.problem_type != PROBLEM_TYPE:
@@ -85,7 +89,7 @@ class LabelsMixin:
             d = {k: v for k, v in d.items() if k not in ("id2label", "label2id")}
         return super().from_dict(d, **overrides)
 
-# %% ../book/08_classification.ipynb #0b80b6b7
+# %% ../book/08_classification.ipynb #5e88b44e
 @dataclass
 class BertClassifierConfig(LabelsMixin, BertConfig):
     "`BertConfig` plus the fields of a sequence classifier (Hugging Face's names)."
@@ -98,8 +102,9 @@ class BertClassifierConfig(LabelsMixin, BertConfig):
     def __post_init__(self):
         super().__post_init__()
         self._init_labels()
-        if self.classifier_dropout is not None and not 0 <= self.classifier_dropout < 1:
-            raise ValueError(f"classifier_dropout must be None or in [0, 1), got {self.classifier_dropout!r}")
+        p = self.classifier_dropout
+        if p is not None and not 0 <= p < 1:
+            raise ValueError(f"classifier_dropout must be None or in [0, 1), got {p!r}")
 
 @dataclass
 class GPT2ClassifierConfig(LabelsMixin, GPT2Config):
@@ -108,7 +113,7 @@ class GPT2ClassifierConfig(LabelsMixin, GPT2Config):
     id2label: dict | None = None
     label2id: dict | None = None
     problem_type: str | None = PROBLEM_TYPE
-    pad_token_id: int | None = None  # marks padding; the classifier reads the last token that is not
+    pad_token_id: int | None = None  # marks padding: the head reads the last token that is not
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,7 +122,7 @@ class GPT2ClassifierConfig(LabelsMixin, GPT2Config):
             raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary "
                              f"(size {self.vocab_size})")
 
-# %% ../book/08_classification.ipynb #51000f7d
+# %% ../book/08_classification.ipynb #a866ce56
 @dataclass
 class SequenceClassifierOutput:
     "What the classifiers return (Hugging Face's field names)."
@@ -126,41 +131,43 @@ class SequenceClassifierOutput:
     hidden_states: tuple | None = None  # the backbone's, when asked for
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    "Mean cross-entropy of `labels` (B,) under `logits` (B, num_labels), after checking the labels."
+    "Mean cross-entropy of `labels` (B,) under `logits` (B, num_labels), after checking labels."
     B, n = logits.shape
-    if labels.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
+    if labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be integer class ids (torch.long), got {labels.dtype}")
     if labels.shape != (B,):
-        raise ValueError(f"labels must have shape ({B},), one class id per example, got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape ({B},), one class id per example, "
+                         f"got {tuple(labels.shape)}")
     if B and (labels.min() < 0 or labels.max() >= n):
         bad = labels[(labels < 0) | (labels >= n)].unique()[:5].tolist()
         raise ValueError(f"labels must be class ids in [0, {n}) (num_labels={n}), got {bad}; "
                          f"map the dataset's labels to 0..{n - 1} or set num_labels")
     return F.cross_entropy(logits.float(), labels.long())
 
-# %% ../book/08_classification.ipynb #f12bac41
+# %% ../book/08_classification.ipynb #870e1661
 class ClassifierLoading:
-    "`from_pretrained` for classifiers: from a classifier directory, or from a backbone plus a new head."
+    "`from_pretrained` for classifiers: a classifier directory, or a backbone and a new head."
     head_prefix: ClassVar[str] = ""  # the names of the head's tensors start with this
 
     @classmethod
     def _split_checkpoint(cls, sd: dict) -> tuple[dict, list[str]]:
-        "The file's tensors under our names, and a note of any pre-training heads left out (hook)."
+        "The file's tensors under our names, and the pre-training heads left out (hook)."
         return cls._from_hf_state_dict(sd), []
 
     @classmethod
     def from_pretrained(cls, directory, *, new_head: bool = True, **overrides):
-        "Load a classifier directory, or a backbone directory with a new head (when `new_head`)."
+        "Load a classifier directory, or a backbone directory with a new head (if `new_head`)."
         config = cls.config_class.from_dict(read_config(directory), **overrides)
         model = cls(config)
         sd, left_out = cls._split_checkpoint(load_hf_state_dict(directory))
         own = model.state_dict()
         head = [k for k in own if k.startswith(cls.head_prefix)]
-        if not any(k in sd for k in head):  # a pre-training run: the backbone, no head
+        if not any(k in sd for k in head):  # a pretraining run: the backbone, no head
             if not new_head:
-                raise CheckpointError(f"{directory} holds no {cls.head_prefix.rstrip('.')} weights, so it "
-                                      f"is not a fine-tuned {cls.__name__}: fine-tune it first "
-                                      f"(scratchformers finetune --model-dir {directory})", missing=head)
+                raise CheckpointError(
+                    f"{directory} holds no {cls.head_prefix.rstrip('.')} weights, so it is not a "
+                    f"fine-tuned {cls.__name__}: fine-tune it first (scratchformers finetune "
+                    f"--model-dir {directory})", missing=head)
             sd.update({k: own[k] for k in head})
             print(f"{cls.__name__}: new weights {', '.join(head)} initialised at random (not in "
                   f"{directory}); fine-tune them before use"
@@ -169,7 +176,7 @@ class ClassifierLoading:
         model.load_state_dict(sd, strict=True)
         return model.eval()
 
-# %% ../book/08_classification.ipynb #dc09d1e1
+# %% ../book/08_classification.ipynb #11754450
 class BertForSequenceClassification(ClassifierLoading, PreTrainedModel):
     "BERT with a classifier on the pooled [CLS] vector: pooler -> dropout -> linear."
     config_class = BertClassifierConfig
@@ -198,32 +205,33 @@ class BertForSequenceClassification(ClassifierLoading, PreTrainedModel):
 
     @classmethod
     def _split_checkpoint(cls, sd: dict) -> tuple[dict, list[str]]:
-        "Old names renamed and `bert.` added where missing; the pre-training heads `cls.*` left out."
+        "Old names renamed, `bert.` added where missing; the pre-training heads `cls.*` left out."
         sd = BertForPreTraining._from_hf_state_dict(sd)
         heads = sorted({".".join(k.split(".")[:2]) for k in sd if k.startswith("cls.")})
         return {k: v for k, v in sd.items() if not k.startswith("cls.")}, heads
 
-# %% ../book/08_classification.ipynb #fd3223f0
+# %% ../book/08_classification.ipynb #d855c01e
 def last_token_index(input_ids: torch.Tensor,  # (B, T)
                      pad_token_id: int | None,
                      attention_mask: torch.Tensor | None = None,  # (B, T), 1 real, 0 padding
                      ) -> torch.Tensor:  # (B,)
-    "Position of each row's last real token: the rightmost that is not `pad_token_id` (as `transformers`)."
+    "Each row's last real token: the rightmost that is not `pad_token_id` (as `transformers`)."
     B, T = input_ids.shape
     padded = attention_mask is not None and not bool(attention_mask.bool().all())
     if pad_token_id is None:
         if padded or (B > 1 and attention_mask is None):
-            raise ValueError("this GPT-2 batch may be padded (attention_mask has zeros, or several rows "
-                             "and no mask) but config.pad_token_id is None, so the last real token of "
-                             "each row cannot be found; set pad_token_id (e.g. to eos_token_id)")
+            raise ValueError("this GPT-2 batch may be padded (attention_mask has zeros, or several "
+                             "rows and no mask) but config.pad_token_id is None, so the last real "
+                             "token of each row cannot be found; set pad_token_id (e.g. to "
+                             "eos_token_id)")
         return torch.full((B,), T - 1, device=input_ids.device)
     if padded and (input_ids[attention_mask == 0] != pad_token_id).any():
-        raise ValueError(f"padding positions (attention_mask 0) must hold pad_token_id={pad_token_id}, "
-                         f"which is how the classifier finds each row's last token; pad with it")
+        raise ValueError(f"padding positions (attention_mask 0) must hold pad_token_id="
+                         f"{pad_token_id}, by which the classifier finds each row's last token")
     not_pad = (input_ids != pad_token_id).int()  # (B, T)
     return (torch.arange(T, device=input_ids.device) * not_pad).argmax(-1)  # (B,)
 
-# %% ../book/08_classification.ipynb #b8c20c21
+# %% ../book/08_classification.ipynb #a63dacc4
 class GPT2ForSequenceClassification(ClassifierLoading, PreTrainedModel):
     "GPT-2 with a linear `score` (no bias) on the hidden state of each row's last real token."
     config_class = GPT2ClassifierConfig
@@ -252,61 +260,66 @@ class GPT2ForSequenceClassification(ClassifierLoading, PreTrainedModel):
 
     @classmethod
     def _split_checkpoint(cls, sd: dict) -> tuple[dict, list[str]]:
-        "GPT-2 tensors under our names (Conv1D transposed, `lm_head` dropped: it is `wte`), `score` kept."
+        "GPT-2's tensors under our names (`lm_head` is `wte`, so dropped), `score` kept."
         score = {k: v for k, v in sd.items() if k.startswith("score.")}
         rest = {k: v for k, v in sd.items() if not k.startswith("score.")}
         return {**gpt2_from_hf(rest, prefix="transformer."), **score}, []
 
     def _to_hf_state_dict(self) -> dict:
-        "Our tensors under Hugging Face's names and layouts."
+        "Our tensors under Hugging Face's names and layouts (Conv1D weights transposed)."
         return gpt2_to_hf(self.state_dict())
 
-# %% ../book/08_classification.ipynb #cd1013f7
+# %% ../book/08_classification.ipynb #b39a1e06
 CLASSIFIERS = {"bert": BertForSequenceClassification, "gpt2": GPT2ForSequenceClassification}
 
 def model_kind(directory) -> tuple[str, bool]:
-    "(`bert` or `gpt2`, whether it is a sequence classifier) of a model directory, from its config.json."
+    "(`bert` or `gpt2`, whether it is a sequence classifier) of a model directory."
     config = read_config(directory)
     kind = config.get("model_type")
     if kind not in CLASSIFIERS:
-        raise ValueError(f"{directory} holds a {kind!r} model (config.json model_type); only BERT ('bert') "
-                         f"and GPT-2 ('gpt2') directories can be fine-tuned or used to classify")
+        raise ValueError(f"{directory} holds a {kind!r} model (config.json model_type); only BERT "
+                         f"('bert') and GPT-2 ('gpt2') directories can be fine-tuned or classify")
     archs = config.get("architectures") or []
     return kind, any(a.endswith("ForSequenceClassification") for a in archs)
 
 def _architecture(directory) -> str:
     "The class named in a directory's config.json, for messages."
-    return ", ".join(read_config(directory).get("architectures") or ["(no architectures listed)"])
+    archs = read_config(directory).get("architectures")
+    return ", ".join(archs or ["(no architectures listed)"])
 
-# %% ../book/08_classification.ipynb #e1c33a34
+# %% ../book/08_classification.ipynb #fc4fdeeb
 LABELS = {0: "negative", 1: "positive"}  # IMDb's label ids (chapter 1: 0 = neg, 1 = pos)
 
-def labelled_reviews(n_train: int | None, n_valid: int | None, seed: int = 0):
-    "The first `n_train` / `n_valid` reviews of chapter 2's seeded samples of each side of the split."
-    split = load_reviews("full", seed)  # the whole split by review, before any sampling
-    def first(ds, n):  # chapter 2 samples a side as shuffle(seed) then its first n rows: the same rows
-        if n is None: return ds
-        if n > len(ds): raise ValueError(f"asked for {n:,} reviews but this side of the split has {len(ds):,}")
-        return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
-    return {"train": first(split["train"], n_train), "validation": first(split["validation"], n_valid)}
+def _first(ds, n: int | None, seed: int):
+    "Chapter 2's sample of `n` rows of one side of the split (shuffle with `seed`, first `n`)."
+    if n is None: return ds
+    if n > len(ds):
+        raise ValueError(f"asked for {n:,} reviews but this side of the split has {len(ds):,}")
+    return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
 
-# %% ../book/08_classification.ipynb #a01ef6ce
+def labelled_reviews(n_train: int | None, n_valid: int | None, seed: int = 0) -> dict:
+    "The first `n_train` / `n_valid` reviews of chapter 2's seeded samples of each side."
+    split = load_reviews("full", seed)  # the whole split by review, before any sampling
+    return {"train": _first(split["train"], n_train, seed),
+            "validation": _first(split["validation"], n_valid, seed)}
+
+# %% ../book/08_classification.ipynb #db17eae8
 HEAD_FRACTION = 0.25  # of a long review's token budget, spent on its opening; the rest on its end
 
 def head_tail(ids: list[int], max_tokens: int, head_fraction: float = HEAD_FRACTION) -> list[int]:
-    "`ids` if it fits in `max_tokens`; else its first `head_fraction` of the budget and the rest from its end."
+    "`ids` if they fit in `max_tokens`, else their start and end (`head_fraction` from the start)."
     if len(ids) <= max_tokens: return list(ids)
     head = int(max_tokens * head_fraction)
     return list(ids[:head]) + list(ids[len(ids) - (max_tokens - head):])
 
-# %% ../book/08_classification.ipynb #639ed102
+# %% ../book/08_classification.ipynb #88fa6675
 def special_tokens(tokenizer: Tokenizer, kind: str) -> tuple[list[int], list[int], int]:
-    "(ids before a text, ids after it, padding id): BERT `[CLS] text [SEP]`, GPT-2 `<|endoftext|> text`."
+    "(ids before a text, ids after it, padding id): `[CLS] text [SEP]` or `<|endoftext|> text`."
     names = {"bert": (["[CLS]"], ["[SEP]"], "[PAD]"), "gpt2": ([GPT2_EOS], [], GPT2_EOS)}[kind]
     missing = [t for t in names[0] + names[1] + [names[2]] if tokenizer.token_to_id(t) is None]
     if missing:
-        raise ValueError(f"the tokenizer has no {missing} token(s), which a {kind} classifier needs: use "
-                         f"the tokenizer saved with the pretrained model (chapter 1's)")
+        raise ValueError(f"the tokenizer has no {missing} token(s), which a {kind} classifier "
+                         f"needs: use the tokenizer saved with the pretrained model (chapter 1's)")
     ids = lambda ts: [tokenizer.token_to_id(t) for t in ts]
     return ids(names[0]), ids(names[1]), tokenizer.token_to_id(names[2])
 
@@ -316,80 +329,89 @@ def check_texts(texts) -> list[str]:
     texts = list(texts)
     if not texts: raise ValueError("no texts given: pass at least one text to classify")
     for i, t in enumerate(texts):
-        if not isinstance(t, str): raise TypeError(f"text {i} is a {type(t).__name__}, not a str: {t!r:.80}")
-        if not t.strip(): raise ValueError(f"text {i} is empty ({t!r}): give every text at least one word")
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is a {type(t).__name__}, not a str: {t!r:.80}")
+        if not t.strip():
+            raise ValueError(f"text {i} is empty ({t!r}): give every text at least one word")
     return texts
 
 def encode_texts(texts, tokenizer: Tokenizer, kind: str, max_length: int,
                  head_fraction: float = HEAD_FRACTION) -> list[list[int]]:
-    "Each text cleaned (chapter 1), tokenized, cut to `max_length` tokens by `head_tail`, specials added."
+    "Texts cleaned (chapter 1), tokenized, cut to `max_length` by `head_tail`, specials added."
     before, after, _ = special_tokens(tokenizer, kind)
     budget = max_length - len(before) - len(after)
-    if budget < 1: raise ValueError(f"max_length={max_length} leaves no room for text next to the special tokens")
-    encoded = tokenizer.encode_batch([clean_review(t) for t in check_texts(texts)], add_special_tokens=False)
+    if budget < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for text beside the specials")
+    cleaned = [clean_review(t) for t in check_texts(texts)]
+    encoded = tokenizer.encode_batch(cleaned, add_special_tokens=False)
     return [before + head_tail(e.ids, budget, head_fraction) + after for e in encoded]
 
-# %% ../book/08_classification.ipynb #f0967131
+# %% ../book/08_classification.ipynb #5f7e92c8
 def collate_classification(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     "Right-padded `input_ids` and `attention_mask`, and `labels` when the examples have them."
     batch = pad_bert_batch(examples, pad_id)
     batch.pop("token_type_ids")  # one segment: all zeros, the default
-    if "labels" in examples[0]: batch["labels"] = torch.tensor([int(ex["labels"]) for ex in examples])
+    if "labels" in examples[0]:
+        batch["labels"] = torch.tensor([int(ex["labels"]) for ex in examples])
     return batch
 
 def classification_metrics(batch: dict, out) -> dict[str, tuple]:
     "Accuracy as (correct, examples), for `training.evaluate`."
     return {"accuracy": ((out.logits.argmax(-1) == batch["labels"]).sum(), len(batch["labels"]))}
 
-# %% ../book/08_classification.ipynb #ec6fe6ec
+# %% ../book/08_classification.ipynb #c7257562
 @dataclass(frozen=True)
 class FinetunePreset:
     "How much labelled data, how many tokens per review and how to train."
     n_train: int | None  # reviews from chapter 2's training side (None: all 22,500)
     n_valid: int | None  # held-out reviews from its validation side (None: all 2,500)
-    max_length: int  # tokens per review, special tokens included (capped at the model's positions)
+    max_length: int  # tokens per review, specials included (capped at the model's positions)
     train: dict  # TrainConfig fields
 
 FINETUNE_PRESETS = {
     "tiny": FinetunePreset(64, 32, 32, dict(lr=1e-3, epochs=1, batch_size=16, warmup_ratio=0.1)),
-    "pocket": FinetunePreset(1600, 500, 128, dict(lr=2e-4, epochs=1, batch_size=16, warmup_ratio=0.1,
-                                                  weight_decay=0.01, eval_every=20, eval_batches=8)),
-    "full": FinetunePreset(None, None, 512, dict(lr=3e-5, epochs=2, batch_size=32, warmup_ratio=0.1,
-                                                 weight_decay=0.01, eval_every=200, eval_batches=20)),
+    "pocket": FinetunePreset(1600, 500, 128, dict(lr=2e-4, epochs=1, batch_size=16,
+                                                  warmup_ratio=0.1, weight_decay=0.01,
+                                                  eval_every=25, eval_batches=8)),
+    "full": FinetunePreset(None, None, 512, dict(lr=3e-5, epochs=2, batch_size=32,
+                                                 warmup_ratio=0.1, weight_decay=0.01,
+                                                 eval_every=200, eval_batches=20)),
 }
 
-# %% ../book/08_classification.ipynb #e95b555b
-def _encoded_examples(reviews, tokenizer: Tokenizer, kind: str, max_length: int, cache_dir=None) -> list[dict]:
+# %% ../book/08_classification.ipynb #93f88fab
+def _encoded_examples(reviews, tokenizer: Tokenizer, kind: str, max_length: int,
+                      cache_dir=None) -> list[dict]:
     "`{input_ids, labels}` of each review, cached under `cache_dir` (tokenizing is the slow part)."
     key = json.dumps([kind, max_length, HEAD_FRACTION, list(reviews["review_id"])])
     digest = hashlib.sha256((tokenizer.to_str() + key).encode()).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir()) / "classification" / f"{kind}-{digest}.npz"
     if path.is_file():
-        with np.load(path) as f: flat, starts, labels = f["ids"].tolist(), f["starts"].tolist(), f["labels"].tolist()
+        with np.load(path) as f:
+            flat, starts, labels = f["ids"].tolist(), f["starts"].tolist(), f["labels"].tolist()
         seqs = [flat[a:b] for a, b in zip(starts[:-1], starts[1:])]
     else:
-        seqs, labels = encode_texts(reviews["text"], tokenizer, kind, max_length), list(reviews["label"])
-        buf = io.BytesIO()
-        np.savez(buf, ids=np.array([i for s in seqs for i in s], dtype=np.int32), labels=np.array(labels),
-                 starts=np.cumsum([0] + [len(s) for s in seqs]))
+        seqs = encode_texts(reviews["text"], tokenizer, kind, max_length)
+        labels, buf = list(reviews["label"]), io.BytesIO()
+        np.savez(buf, ids=np.array([i for s in seqs for i in s], dtype=np.int32),
+                 starts=np.cumsum([0] + [len(s) for s in seqs]), labels=np.array(labels))
         atomic_write_bytes(buf.getvalue(), path)
     return [{"input_ids": s, "labels": y} for s, y in zip(seqs, labels)]
 
-# %% ../book/08_classification.ipynb #81834947
+# %% ../book/08_classification.ipynb #a9887f77
 @dataclass
 class FinetuneResult:
     "What `finetune` returns."
     model: nn.Module  # the fine-tuned classifier (eval mode)
     tokenizer: Tokenizer
-    history: dict  # as `training.train`'s: {"train": [per step], "eval": [loss, accuracy per evaluation]}
+    history: dict  # as `train`'s: {"train": [per step], "eval": [loss, accuracy per evaluation]}
     accuracy: float  # held-out accuracy at the end
     loss: float  # held-out loss at the end
     max_length: int  # tokens per review
-    seconds: float  # training time
+    seconds: float  # training time, evaluations included
     output_dir: Path | None = None
 
 def _split_seed(model_dir) -> int:
-    "The seed of chapter 2's split that a pretraining run in `model_dir` used (0 when it cannot tell)."
+    "The seed of chapter 2's split that the pretraining run in `model_dir` used (0 if unknown)."
     path = Path(model_dir) / CHECKPOINT_NAME
     if not path.is_file(): return 0
     try: return int(read_checkpoint(path)["train_config"]["seed"])
@@ -399,17 +421,20 @@ def _position_limit(config) -> int:
     "The longest input the model reads."
     return config.max_position_embeddings if config.model_type == "bert" else config.n_positions
 
-# %% ../book/08_classification.ipynb #7e16b187
+# %% ../book/08_classification.ipynb #fdf58f80
 def finetune(model_dir, preset: str = "pocket", output_dir=None, *, epochs: int | None = None,
-             lr: float | None = None, max_length: int | None = None, progress: bool = True, cache_dir=None,
-             seed: int | None = None, from_scratch: bool = False, **train_overrides) -> FinetuneResult:
-    "Fine-tune the BERT or GPT-2 of a pretraining directory on IMDb's labels; save it to `output_dir`."
+             lr: float | None = None, max_length: int | None = None, progress: bool = True,
+             cache_dir=None, seed: int | None = None, from_scratch: bool = False,
+             **train_overrides) -> FinetuneResult:
+    "Fine-tune the BERT or GPT-2 of a pretraining directory on IMDb's labels; save to `output_dir`."
     kind, is_classifier = model_kind(model_dir)
     if is_classifier:
-        raise ValueError(f"{model_dir} already holds a fine-tuned classifier ({_architecture(model_dir)}); "
-                         f"pass the directory of a pretraining run (a BertForPreTraining or GPT2LMHeadModel)")
+        raise ValueError(f"{model_dir} already holds a fine-tuned classifier "
+                         f"({_architecture(model_dir)}); pass the directory of a pretraining run "
+                         f"(a BertForPreTraining or GPT2LMHeadModel)")
     if preset not in FINETUNE_PRESETS:
-        raise ValueError(f"unknown fine-tuning preset {preset!r}: choose one of {', '.join(FINETUNE_PRESETS)}")
+        raise ValueError(f"unknown fine-tuning preset {preset!r}: choose one of "
+                         f"{', '.join(FINETUNE_PRESETS)}")
     p, cls, tokenizer = FINETUNE_PRESETS[preset], CLASSIFIERS[kind], load_tokenizer(model_dir)
     pad = special_tokens(tokenizer, kind)[2]
     config = cls.config_class.from_dict(read_config(model_dir), id2label=LABELS)
@@ -417,35 +442,38 @@ def finetune(model_dir, preset: str = "pocket", output_dir=None, *, epochs: int 
     if kind == "bert": new["classifier_dropout"] = 0.1
     if kind == "gpt2" and config.pad_token_id is None: new["pad_token_id"] = pad
     if tokenizer.get_vocab_size() > config.vocab_size:
-        raise ValueError(f"the tokenizer in {model_dir} has {tokenizer.get_vocab_size():,} tokens but the model "
-                         f"only {config.vocab_size:,}: they do not belong together")
+        raise ValueError(f"the tokenizer in {model_dir} has {tokenizer.get_vocab_size():,} tokens "
+                         f"but the model {config.vocab_size:,}: they do not belong together")
     limit = _position_limit(config)
     if max_length is not None and not (isinstance(max_length, int) and 4 <= max_length <= limit):
-        raise ValueError(f"max_length must be an integer from 4 to {limit} (the model's position table), "
-                         f"got {max_length!r}")
+        raise ValueError(f"max_length must be an integer from 4 to {limit} (the model's position "
+                         f"table), got {max_length!r}")
     max_length = max_length or min(p.max_length, limit)
     seed = _split_seed(model_dir) if seed is None else seed
     reviews = labelled_reviews(p.n_train, p.n_valid, seed)
-    data = {k: _encoded_examples(v, tokenizer, kind, max_length, cache_dir) for k, v in reviews.items()}
+    data = {k: _encoded_examples(v, tokenizer, kind, max_length, cache_dir)
+            for k, v in reviews.items()}
     torch.manual_seed(seed)
     model = (cls(cls.config_class.from_dict(read_config(model_dir), **new)) if from_scratch
              else cls.from_pretrained(model_dir, **new))
-    changes = {"epochs": epochs, "lr": lr}
-    cfg = TrainConfig(**{**p.train, **{k: v for k, v in changes.items() if v is not None},
-                         "seed": seed, "progress": progress, **train_overrides})
+    changes = {k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None}
+    cfg = TrainConfig(**{**p.train, **changes, "seed": seed, "progress": progress,
+                         **train_overrides})
     run = train(model, data["train"], cfg, collate_fn=partial(collate_classification, pad_id=pad),
                 eval_data=data["validation"], metrics_fn=classification_metrics)
     final = run.final_eval
-    result = FinetuneResult(run.model.eval(), tokenizer, run.history, final["accuracy"], final["loss"],
-                            max_length, run.state.seconds)
-    if output_dir is not None: result.output_dir = save_classifier(result, output_dir, preset=preset, seed=seed,
-                                                                   from_scratch=from_scratch)
-    print(f"fine-tuned {'a randomly initialised' if from_scratch else 'the pretrained'} {kind} on "
-          f"{len(data['train']):,} reviews ({max_length} tokens) in {run.state.seconds:.0f} s: held-out "
-          f"accuracy {result.accuracy:.3f} on {len(data['validation']):,} reviews")
+    result = FinetuneResult(run.model.eval(), tokenizer, run.history, final["accuracy"],
+                            final["loss"], max_length, run.state.seconds)
+    if output_dir is not None:
+        result.output_dir = save_classifier(result, output_dir, preset=preset, seed=seed,
+                                            from_scratch=from_scratch)
+    start = "a randomly initialised" if from_scratch else "the pretrained"
+    print(f"fine-tuned {start} {kind} on {len(data['train']):,} reviews ({max_length} tokens) in "
+          f"{run.state.seconds:.0f} s: held-out accuracy {result.accuracy:.3f} on "
+          f"{len(data['validation']):,} reviews")
     return result
 
-# %% ../book/08_classification.ipynb #adc75b29
+# %% ../book/08_classification.ipynb #bd758a91
 FINETUNE_NAME = "finetune.json"  # how the classifier reads texts, and how it was trained
 
 def save_classifier(result: FinetuneResult, directory, **info) -> Path:
@@ -453,19 +481,20 @@ def save_classifier(result: FinetuneResult, directory, **info) -> Path:
     directory = Path(directory)
     result.model.save_pretrained(directory)
     save_tokenizer(result.tokenizer, directory)
-    record = {"max_length": result.max_length, "head_fraction": HEAD_FRACTION, "accuracy": result.accuracy,
-              "loss": result.loss, "seconds": result.seconds, **info, "history": result.history}
+    record = {"max_length": result.max_length, "head_fraction": HEAD_FRACTION,
+              "accuracy": result.accuracy, "loss": result.loss, "seconds": result.seconds,
+              **info, "history": result.history}
     atomic_write_text(json.dumps(record, indent=1) + "\n", directory / FINETUNE_NAME)
     return directory
 
-# %% ../book/08_classification.ipynb #92e3e122
+# %% ../book/08_classification.ipynb #252e8192
 def load_classifier(model_dir) -> tuple[nn.Module, Tokenizer, int]:
     "A fine-tuned classifier directory's model, tokenizer and max_length (tokens per text)."
     kind, is_classifier = model_kind(model_dir)
     if not is_classifier:
-        raise ValueError(f"{model_dir} holds a {_architecture(model_dir)}, not a fine-tuned classifier: "
-                         f"fine-tune it first (scratchformers finetune --model-dir {model_dir} --output-dir OUT)"
-                         f" and classify with OUT")
+        raise ValueError(f"{model_dir} holds a {_architecture(model_dir)}, not a fine-tuned "
+                         f"classifier: fine-tune it first (scratchformers finetune --model-dir "
+                         f"{model_dir} --output-dir OUT) and classify with OUT")
     model = CLASSIFIERS[kind].from_pretrained(model_dir, new_head=False)
     tokenizer = load_tokenizer(model_dir)
     record = Path(model_dir) / FINETUNE_NAME
@@ -482,12 +511,12 @@ def predict_proba(model: nn.Module, tokenizer: Tokenizer, texts, max_length: int
     pad = getattr(model.config, "pad_token_id", None)
     pad = special_tokens(tokenizer, kind)[2] if pad is None else pad
     model.eval()
-    out = [model(**collate_classification([{"input_ids": x} for x in ids[i:i + batch_size]], pad)).logits
-           for i in range(0, len(ids), batch_size)]
-    return torch.cat(out).float().softmax(-1)
+    batches = (collate_classification([{"input_ids": x} for x in ids[i:i + batch_size]], pad)
+               for i in range(0, len(ids), batch_size))
+    return torch.cat([model(**b).logits for b in batches]).float().softmax(-1)
 
 def classify(model_dir, texts) -> list[tuple[str, float]]:
-    "(label, probability) of the most likely class of each text, by a fine-tuned classifier directory."
+    "(label, probability) of each text's most likely class, by a fine-tuned classifier directory."
     model, tokenizer, max_length = load_classifier(model_dir)
     probs = predict_proba(model, tokenizer, texts, max_length)
     best = probs.argmax(-1).tolist()
