@@ -10,7 +10,7 @@ __all__ = ['PROBLEM_TYPE', 'CLASSIFIERS', 'LABELS', 'HEAD_FRACTION', 'FINETUNE_P
            'check_texts', 'encode_texts', 'collate_classification', 'classification_metrics', 'FinetunePreset',
            'FinetuneResult', 'finetune', 'save_classifier', 'load_classifier', 'predict_proba', 'classify']
 
-# %% ../book/08_classification.ipynb #db9b5314
+# %% ../book/08_classification.ipynb #2b52b5e0
 import hashlib
 import io
 import json
@@ -35,7 +35,7 @@ from .weights import (CheckpointError, PreTrainedModel, atomic_write_bytes,
                                     atomic_write_text, check_state_dict, load_hf_state_dict,
                                     read_config)
 
-# %% ../book/08_classification.ipynb #49f35928
+# %% ../book/08_classification.ipynb #38ab12ac
 PROBLEM_TYPE = "single_label_classification"  # one class per example: softmax + cross-entropy
 
 def check_num_labels(num_labels) -> int:
@@ -89,7 +89,7 @@ class LabelsMixin:
             d = {k: v for k, v in d.items() if k not in ("id2label", "label2id")}
         return super().from_dict(d, **overrides)
 
-# %% ../book/08_classification.ipynb #2aee5d73
+# %% ../book/08_classification.ipynb #53cbcfda
 @dataclass
 class BertClassifierConfig(LabelsMixin, BertConfig):
     "`BertConfig` plus the fields of a sequence classifier (Hugging Face's names)."
@@ -122,7 +122,7 @@ class GPT2ClassifierConfig(LabelsMixin, GPT2Config):
             raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary "
                              f"(size {self.vocab_size})")
 
-# %% ../book/08_classification.ipynb #86249f87
+# %% ../book/08_classification.ipynb #72485be9
 @dataclass
 class SequenceClassifierOutput:
     "What the classifiers return (Hugging Face's field names)."
@@ -144,7 +144,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
                          f"map the dataset's labels to 0..{n - 1} or set num_labels")
     return F.cross_entropy(logits.float(), labels.long())
 
-# %% ../book/08_classification.ipynb #ce5a63ae
+# %% ../book/08_classification.ipynb #38d3d8e1
 class ClassifierLoading:
     "`from_pretrained` for classifiers: a classifier directory, or a backbone and a new head."
     head_prefix: ClassVar[str] = ""  # the names of the head's tensors start with this
@@ -176,7 +176,7 @@ class ClassifierLoading:
         model.load_state_dict(sd, strict=True)
         return model.eval()
 
-# %% ../book/08_classification.ipynb #3c90b1be
+# %% ../book/08_classification.ipynb #3794fe8d
 class BertForSequenceClassification(ClassifierLoading, PreTrainedModel):
     "BERT with a classifier on the pooled [CLS] vector: pooler -> dropout -> linear."
     config_class = BertClassifierConfig
@@ -210,7 +210,7 @@ class BertForSequenceClassification(ClassifierLoading, PreTrainedModel):
         heads = sorted({".".join(k.split(".")[:2]) for k in sd if k.startswith("cls.")})
         return {k: v for k, v in sd.items() if not k.startswith("cls.")}, heads
 
-# %% ../book/08_classification.ipynb #4fdfe0f7
+# %% ../book/08_classification.ipynb #ef962a63
 def last_token_index(input_ids: torch.Tensor,  # (B, T)
                      pad_token_id: int | None,
                      attention_mask: torch.Tensor | None = None,  # (B, T), 1 real, 0 padding
@@ -231,7 +231,7 @@ def last_token_index(input_ids: torch.Tensor,  # (B, T)
     not_pad = (input_ids != pad_token_id).int()  # (B, T)
     return (torch.arange(T, device=input_ids.device) * not_pad).argmax(-1)  # (B,)
 
-# %% ../book/08_classification.ipynb #87151daa
+# %% ../book/08_classification.ipynb #ed62a0c5
 class GPT2ForSequenceClassification(ClassifierLoading, PreTrainedModel):
     "GPT-2 with a linear `score` (no bias) on the hidden state of each row's last real token."
     config_class = GPT2ClassifierConfig
@@ -269,7 +269,7 @@ class GPT2ForSequenceClassification(ClassifierLoading, PreTrainedModel):
         "Our tensors under Hugging Face's names and layouts (Conv1D weights transposed)."
         return gpt2_to_hf(self.state_dict())
 
-# %% ../book/08_classification.ipynb #fd79a185
+# %% ../book/08_classification.ipynb #06351dca
 CLASSIFIERS = {"bert": BertForSequenceClassification, "gpt2": GPT2ForSequenceClassification}
 
 def model_kind(directory) -> tuple[str, bool]:
@@ -287,7 +287,7 @@ def _architecture(directory) -> str:
     archs = read_config(directory).get("architectures")
     return ", ".join(archs or ["(no architectures listed)"])
 
-# %% ../book/08_classification.ipynb #ee5b166a
+# %% ../book/08_classification.ipynb #cad787dc
 LABELS = {0: "negative", 1: "positive"}  # IMDb's label ids (chapter 1: 0 = neg, 1 = pos)
 
 def _first(ds, n: int | None, seed: int):
@@ -303,7 +303,7 @@ def labelled_reviews(n_train: int | None, n_valid: int | None, seed: int = 0) ->
     return {"train": _first(split["train"], n_train, seed),
             "validation": _first(split["validation"], n_valid, seed)}
 
-# %% ../book/08_classification.ipynb #86a261c0
+# %% ../book/08_classification.ipynb #27a59d50
 HEAD_FRACTION = 0.25  # of a long review's token budget, spent on its opening; the rest on its end
 
 def head_tail(ids: list[int], max_tokens: int, head_fraction: float = HEAD_FRACTION) -> list[int]:
@@ -312,7 +312,7 @@ def head_tail(ids: list[int], max_tokens: int, head_fraction: float = HEAD_FRACT
     head = int(max_tokens * head_fraction)
     return list(ids[:head]) + list(ids[len(ids) - (max_tokens - head):])
 
-# %% ../book/08_classification.ipynb #598d256b
+# %% ../book/08_classification.ipynb #9d6b10c6
 def special_tokens(tokenizer: Tokenizer, kind: str) -> tuple[list[int], list[int], int]:
     "(ids before a text, ids after it, padding id): `[CLS] text [SEP]` or `<|endoftext|> text`."
     names = {"bert": (["[CLS]"], ["[SEP]"], "[PAD]"), "gpt2": ([GPT2_EOS], [], GPT2_EOS)}[kind]
@@ -346,7 +346,7 @@ def encode_texts(texts, tokenizer: Tokenizer, kind: str, max_length: int,
     encoded = tokenizer.encode_batch(cleaned, add_special_tokens=False)
     return [before + head_tail(e.ids, budget, head_fraction) + after for e in encoded]
 
-# %% ../book/08_classification.ipynb #d4beeb30
+# %% ../book/08_classification.ipynb #c66cdb7e
 def collate_classification(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     "Right-padded `input_ids` and `attention_mask`, and `labels` when the examples have them."
     batch = pad_bert_batch(examples, pad_id)
@@ -359,7 +359,7 @@ def classification_metrics(batch: dict, out) -> dict[str, tuple]:
     "Accuracy as (correct, examples), for `training.evaluate`."
     return {"accuracy": ((out.logits.argmax(-1) == batch["labels"]).sum(), len(batch["labels"]))}
 
-# %% ../book/08_classification.ipynb #85fe5b9a
+# %% ../book/08_classification.ipynb #3a88b779
 @dataclass(frozen=True)
 class FinetunePreset:
     "How much labelled data, how many tokens per review and how to train."
@@ -378,7 +378,7 @@ FINETUNE_PRESETS = {
                                                  eval_every=200, eval_batches=20)),
 }
 
-# %% ../book/08_classification.ipynb #586aa499
+# %% ../book/08_classification.ipynb #3be69556
 def _encoded_examples(reviews, tokenizer: Tokenizer, kind: str, max_length: int,
                       cache_dir=None) -> list[dict]:
     "`{input_ids, labels}` of each review, cached under `cache_dir` (tokenizing is the slow part)."
@@ -397,7 +397,7 @@ def _encoded_examples(reviews, tokenizer: Tokenizer, kind: str, max_length: int,
         atomic_write_bytes(buf.getvalue(), path)
     return [{"input_ids": s, "labels": y} for s, y in zip(seqs, labels)]
 
-# %% ../book/08_classification.ipynb #9eca0956
+# %% ../book/08_classification.ipynb #ffad88cb
 @dataclass
 class FinetuneResult:
     "What `finetune` returns."
@@ -421,7 +421,7 @@ def _position_limit(config) -> int:
     "The longest input the model reads."
     return config.max_position_embeddings if config.model_type == "bert" else config.n_positions
 
-# %% ../book/08_classification.ipynb #c3575b5a
+# %% ../book/08_classification.ipynb #f8dd5343
 def finetune(model_dir, preset: str = "pocket", output_dir=None, *, epochs: int | None = None,
              lr: float | None = None, max_length: int | None = None, progress: bool = True,
              cache_dir=None, seed: int | None = None, from_scratch: bool = False,
@@ -473,7 +473,7 @@ def finetune(model_dir, preset: str = "pocket", output_dir=None, *, epochs: int 
           f"{len(data['validation']):,} reviews")
     return result
 
-# %% ../book/08_classification.ipynb #0d773b78
+# %% ../book/08_classification.ipynb #7e1f1fd7
 FINETUNE_NAME = "finetune.json"  # how the classifier reads texts, and how it was trained
 
 def save_classifier(result: FinetuneResult, directory, **info) -> Path:
@@ -487,7 +487,7 @@ def save_classifier(result: FinetuneResult, directory, **info) -> Path:
     atomic_write_text(json.dumps(record, indent=1) + "\n", directory / FINETUNE_NAME)
     return directory
 
-# %% ../book/08_classification.ipynb #af73d9a7
+# %% ../book/08_classification.ipynb #d3637567
 def load_classifier(model_dir) -> tuple[nn.Module, Tokenizer, int]:
     "A fine-tuned classifier directory's model, tokenizer and max_length (tokens per text)."
     kind, is_classifier = model_kind(model_dir)
