@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['PROBLEM_TYPE', 'CLASSIFIERS', 'LABELS', 'HEAD_FRACTION', 'FINETUNE_PRESETS', 'FINETUNE_NAME', 'check_num_labels',
            'LabelsMixin', 'BertClassifierConfig', 'GPT2ClassifierConfig', 'SequenceClassifierOutput',
-           'classification_loss', 'ClassifierLoading', 'BertForSequenceClassification', 'last_token_index',
-           'GPT2ForSequenceClassification', 'model_kind', 'labelled_reviews', 'head_tail', 'special_tokens',
-           'check_texts', 'encode_texts', 'collate_classification', 'classification_metrics', 'FinetunePreset',
-           'FinetuneResult', 'finetune', 'save_classifier', 'load_classifier', 'predict_proba', 'classify']
+           'SequenceClassifierOutputWithPast', 'classification_loss', 'ClassifierLoading',
+           'BertForSequenceClassification', 'last_token_index', 'GPT2ForSequenceClassification', 'model_kind',
+           'labelled_reviews', 'head_tail', 'special_tokens', 'check_texts', 'encode_texts', 'collate_classification',
+           'classification_metrics', 'FinetunePreset', 'FinetuneResult', 'finetune', 'save_classifier',
+           'load_classifier', 'predict_proba', 'classify']
 
 # %% ../book/08_classification.ipynb #2b52b5e0
 import hashlib
@@ -31,9 +32,9 @@ from .data import default_cache_dir, load_reviews, pad_bert_batch
 from .gpt2 import GPT2Config, GPT2Model, gpt2_from_hf, gpt2_to_hf
 from .tokenization import GPT2_EOS, load_tokenizer, save_tokenizer
 from .training import CHECKPOINT_NAME, TrainConfig, read_checkpoint, train
-from .weights import (CheckpointError, PreTrainedModel, atomic_write_bytes,
-                                    atomic_write_text, check_state_dict, load_hf_state_dict,
-                                    read_config)
+from .weights import (CheckpointError, ModelOutput, PreTrainedModel,
+                                    atomic_write_bytes, atomic_write_text, check_state_dict,
+                                    load_hf_state_dict, output_or_tuple, read_config)
 
 # %% ../book/08_classification.ipynb #38ab12ac
 PROBLEM_TYPE = "single_label_classification"  # one class per example: softmax + cross-entropy
@@ -124,11 +125,21 @@ class GPT2ClassifierConfig(LabelsMixin, GPT2Config):
 
 # %% ../book/08_classification.ipynb #72485be9
 @dataclass
-class SequenceClassifierOutput:
-    "What the classifiers return (Hugging Face's field names)."
+class SequenceClassifierOutput(ModelOutput):
+    "What BERT's classifier returns (Hugging Face's fields and order; by name or position)."
     loss: torch.Tensor | None = None  # mean cross-entropy, when labels are given
     logits: torch.Tensor | None = None  # (B, num_labels)
-    hidden_states: tuple | None = None  # the backbone's, when asked for
+    hidden_states: tuple | None = None  # the backbone's, if output_hidden_states
+    attentions: tuple | None = None  # the backbone's, if output_attentions
+
+@dataclass
+class SequenceClassifierOutputWithPast(ModelOutput):
+    "What GPT-2's classifier returns: the same, plus the keys and values if `use_cache`."
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, num_labels)
+    past_key_values: tuple | None = None  # one (k, v) per layer, if use_cache
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     "Mean cross-entropy of `labels` (B,) under `logits` (B, num_labels), after checking labels."
@@ -195,13 +206,17 @@ class BertForSequenceClassification(ClassifierLoading, PreTrainedModel):
                 attention_mask: torch.Tensor | None = None,  # (B, T), 1 real, 0 padding
                 labels: torch.Tensor | None = None,  # (B,) class ids
                 output_hidden_states: bool = False,
+                output_attentions: bool = False,
+                return_dict: bool | None = None,  # False: a tuple of the fields that are set
                 ) -> SequenceClassifierOutput:
         "Class scores (B, num_labels), and the loss when labels are given."
         out = self.bert(input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-                        output_hidden_states=output_hidden_states)
+                        output_hidden_states=output_hidden_states,
+                        output_attentions=output_attentions)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None if labels is None else classification_loss(logits, labels)
-        return SequenceClassifierOutput(loss, logits, out.hidden_states)
+        out = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return output_or_tuple(out, return_dict)
 
     @classmethod
     def _split_checkpoint(cls, sd: dict) -> tuple[dict, list[str]]:
@@ -248,15 +263,21 @@ class GPT2ForSequenceClassification(ClassifierLoading, PreTrainedModel):
                 labels: torch.Tensor | None = None,  # (B,) class ids
                 position_ids: torch.Tensor | None = None,  # (B, T) or (T,); default 0..T-1
                 output_hidden_states: bool = False,
-                ) -> SequenceClassifierOutput:
+                output_attentions: bool = False,
+                use_cache: bool = False,  # also return the keys and values (transformers: True)
+                return_dict: bool | None = None,  # False: a tuple of the fields that are set
+                ) -> SequenceClassifierOutputWithPast:
         "Class scores (B, num_labels) read at each row's last real token; the loss with labels."
         last = last_token_index(input_ids, self.config.pad_token_id, attention_mask)  # (B,)
         out = self.transformer(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               output_hidden_states=output_hidden_states)
+                               use_cache=use_cache, output_hidden_states=output_hidden_states,
+                               output_attentions=output_attentions)
         h = out.last_hidden_state[torch.arange(len(last), device=last.device), last]  # (B, C)
         logits = self.score(h)  # (B, num_labels)
         loss = None if labels is None else classification_loss(logits, labels)
-        return SequenceClassifierOutput(loss, logits, out.hidden_states)
+        out = SequenceClassifierOutputWithPast(loss, logits, out.past_key_values,
+                                               out.hidden_states, out.attentions)
+        return output_or_tuple(out, return_dict)
 
     @classmethod
     def _split_checkpoint(cls, sd: dict) -> tuple[dict, list[str]]:

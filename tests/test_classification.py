@@ -349,3 +349,78 @@ def test_presets_and_split():
     few, pocket = labelled_reviews(30, 8), load_reviews("pocket")
     assert list(few["train"]["review_id"]) == pocket["train"]["review_id"][:30]
     assert list(few["validation"]["review_id"]) == pocket["validation"]["review_id"][:8]
+
+
+def _same_fields(a, b):
+    "Our output and transformers' have the same keys, and equal values by name and by position."
+    assert list(a.keys()) == list(b.keys()), (list(a.keys()), list(b.keys()))
+    for i, k in enumerate(a.keys()):
+        x, y = a[k], b[i]
+        if isinstance(x, torch.Tensor):
+            assert (x - y).abs().max() < TOL, k
+        else:  # hidden_states / attentions: tuples of tensors
+            assert len(x) == len(y) and all((u - v).abs().max() < TOL for u, v in zip(x, y)), k
+
+
+@pytest.mark.parametrize("extras", [{}, {"output_hidden_states": True, "output_attentions": True}])
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_outputs_index_like_transformers(tmp_path, kind, extras):
+    torch.manual_seed(0)
+    if kind == "bert":
+        sizes = {**BERT_SIZES["4 heads of 8, 2 labels"], **BERT_NO_DROPOUT}
+        pad, theirs = 0, transformers.BertForSequenceClassification(
+            transformers.BertConfig(**sizes, attn_implementation="eager")
+        )
+        ours_cls, more = BertForSequenceClassification, {}
+    else:
+        sizes = {**GPT2_SIZES["5 heads of 6, 2 labels"], **GPT2_NO_DROPOUT}
+        pad = sizes["vocab_size"] - 1
+        theirs = transformers.GPT2ForSequenceClassification(
+            transformers.GPT2Config(**sizes, pad_token_id=pad, attn_implementation="eager")
+        )
+        ours_cls, more = GPT2ForSequenceClassification, {"use_cache": False}
+    theirs.save_pretrained(tmp_path)
+    ours, theirs = ours_cls.from_pretrained(tmp_path), theirs.eval()
+    ids, mask, labels = _batch(sizes["vocab_size"], pad, sizes["num_labels"], "right")
+    with torch.no_grad():
+        for batch in (dict(input_ids=ids, attention_mask=mask),
+                      dict(input_ids=ids, attention_mask=mask, labels=labels)):
+            a, b = ours(**batch, **extras), theirs(**batch, **extras, **more)
+            _same_fields(a, b)
+            want = {"loss", "logits"} if "labels" in batch else {"logits"}
+            if extras:
+                want |= {"hidden_states", "attentions"}
+                n = sizes.get("num_hidden_layers", sizes.get("n_layer"))
+                assert len(a.hidden_states) == n + 1 and len(a.attentions) == n
+            assert set(a.keys()) == want and len(a) == len(want)
+            t = ours(**batch, **extras, return_dict=False)
+            assert isinstance(t, tuple) and len(t) == len(b.to_tuple()) == len(a.to_tuple())
+            assert all(
+                x is y or (isinstance(x, torch.Tensor) and torch.equal(x, y))
+                or len(x) == len(y)
+                for x, y in zip(t, a.to_tuple())
+            )
+            assert (t[0] - b.to_tuple()[0]).abs().max() < TOL
+            with pytest.raises(KeyError, match="not set"):
+                a["past_key_values" if kind == "gpt2" else "attentions" if not extras else "x"]
+        with pytest.raises(TypeError, match="return_dict"):
+            ours(ids, attention_mask=mask, return_dict="no")
+
+
+def test_gpt2_classifier_returns_the_cache(tmp_path):
+    torch.manual_seed(0)
+    sizes = {**GPT2_SIZES["5 heads of 6, 2 labels"], **GPT2_NO_DROPOUT}
+    pad = sizes["vocab_size"] - 1
+    theirs = transformers.GPT2ForSequenceClassification(
+        transformers.GPT2Config(**sizes, pad_token_id=pad, attn_implementation="eager")
+    ).eval()
+    theirs.save_pretrained(tmp_path)
+    ours = GPT2ForSequenceClassification.from_pretrained(tmp_path)
+    ids = torch.randint(0, pad, (2, 7))
+    with torch.no_grad():
+        a, b = ours(ids, use_cache=True), theirs(ids)  # transformers caches by default
+    assert list(a.keys()) == list(b.keys()) == ["logits", "past_key_values"]
+    assert len(a.past_key_values) == sizes["n_layer"]
+    for i, (k, v) in enumerate(a.past_key_values):
+        layer = b.past_key_values.layers[i]
+        assert (k - layer.keys).abs().max() < TOL and (v - layer.values).abs().max() < TOL
