@@ -395,12 +395,11 @@ def test_outputs_index_like_transformers(tmp_path, kind, extras):
             assert set(a.keys()) == want and len(a) == len(want)
             t = ours(**batch, **extras, return_dict=False)
             assert isinstance(t, tuple) and len(t) == len(b.to_tuple()) == len(a.to_tuple())
-            assert all(
-                x is y or (isinstance(x, torch.Tensor) and torch.equal(x, y))
-                or len(x) == len(y)
-                for x, y in zip(t, a.to_tuple())
-            )
-            assert (t[0] - b.to_tuple()[0]).abs().max() < TOL
+            for x, y, z in zip(t, a.to_tuple(), b.to_tuple()):  # ours, ours by name, theirs
+                x, y, z = [v if isinstance(v, tuple) else (v,) for v in (x, y, z)]
+                assert len(x) == len(y) == len(z)
+                assert all(torch.equal(u, v) and (u - w).abs().max() < TOL
+                           for u, v, w in zip(x, y, z))
             with pytest.raises(KeyError, match="not set"):
                 a["past_key_values" if kind == "gpt2" else "attentions" if not extras else "x"]
         with pytest.raises(TypeError, match="return_dict"):
