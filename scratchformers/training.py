@@ -902,7 +902,7 @@ _NO_DROPOUT_BERT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.
 _NO_DROPOUT_GPT2 = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 BERT_PRESETS = {
-    "pocket": RunPreset("pocket", "pocket", dict(lr=1e-3, epochs=1, batch_size=16, warmup_ratio=0.05, weight_decay=0.01,
+    "pocket": RunPreset("pocket", "pocket", dict(lr=5e-4, epochs=1, batch_size=16, warmup_ratio=0.05, weight_decay=0.01,
                                                  eval_every=100, eval_batches=10, precision="auto"), _NO_DROPOUT_BERT),
     "full": RunPreset("full", "base", dict(lr=1e-4, epochs=1, batch_size=32, warmup_ratio=0.05, weight_decay=0.01,
                                            eval_every=1000, eval_batches=100, save_every=1000)),
