@@ -22,3 +22,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def sigint_default():
+    "`preexec_fn` for a child that must take Ctrl-C as a terminal does, even where this test run ignores SIGINT (nohup, `&`)."
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

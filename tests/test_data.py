@@ -516,9 +516,10 @@ print("finished", flush=True)
 
 def test_ctrl_c_stops_data_preparation(tmp_path):
     import signal, subprocess, sys
+    from conftest import sigint_default
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-c", _PREPARE, str(tmp_path)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+                         stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_default)
     assert p.stdout.readline().strip() == "started"
     time.sleep(6)
     assert p.poll() is None, "preparation finished too soon to test an interrupt"

@@ -320,9 +320,10 @@ print("finished", flush=True)
 def test_ctrl_c_stops_training(which):
     """SIGINT while Rust merges (the texts all read): training stops within seconds, with KeyboardInterrupt."""
     import signal, subprocess, sys, time
+    from conftest import sigint_default
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-c", _TRAIN_FOREVER, which], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
+                         text=True, env=env, preexec_fn=sigint_default)
     assert p.stdout.readline().strip() == "fed"
     time.sleep(2)
     assert p.poll() is None, "training finished too soon to test an interrupt"
