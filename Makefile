@@ -32,9 +32,10 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
 
-## export: regenerate the package from the notebooks
+## export: regenerate the package and the tests (tests/*.py, from `#| test_file` cells)
 export: $(STAMP)
 	$(BIN)/nbdev_export
+	$(BIN)/python _ext/export_tests.py
 
 ## nbdev-test: run every chapter as a test (cells flagged `#| slow` are left to the book build)
 nbdev-test: $(STAMP)

@@ -74,6 +74,15 @@ def test_directive_tags_combine():
         "remove-cell", "skip-execution", "remove-output"]
 
 
+def test_test_file_cells_leave_the_page():
+    "A chapter's hidden test cell (`make export` writes it into tests/) is neither shown nor run."
+    src = "#| test_file test_bert.py\n#| hide\n#| eval: false\ndef test_x():\n    assert 1\n"
+    assert parse_directives(src)[0] == {"test_file": "test_bert.py", "hide": "", "eval": "false"}
+    cell = read_nbdev_notebook(_nb(src)).cells[0]
+    assert cell.metadata["tags"] == ["remove-cell", "skip-execution"]
+    assert cell.source == "def test_x():\n    assert 1\n"
+
+
 # ---- exercises, citations and math through the reader, in a real build with the book's settings ----
 
 
