@@ -1,13 +1,14 @@
 """Move hand-edited `tests/*.py` into their notebooks as `#| test_file` cells (re-runnable).
 
     python _ext/migrate_tests.py                  # every file of MAPPING (tests/test_x.py -> book/...)
-    python _ext/migrate_tests.py test_bert.py     # only these files
+    python _ext/migrate_tests.py test_bert.py     # only these files (test_x.py=NN_x.ipynb: a new one)
     then: nbdev_clean && python _ext/export_tests.py && git diff tests/   (the code must not change)
 
 A file's existing `test_file` cells are replaced by fresh ones cut from the .py file at top-level
 statements (setup code together, then each test or a few short ones per cell), under a "## Tests"
 heading at the end of the notebook. Cells are `#| hide` and `#| eval: false`; other cells are
-never touched. The generated header of an exported file is dropped before cutting.
+never touched, except that a file's cells in any other notebook are removed (the file moved).
+The generated header of an exported file is dropped before cutting.
 """
 from __future__ import annotations
 
@@ -116,14 +117,34 @@ def _test_file_of(cell: dict) -> str | None:
 
 
 def _new_notebook(name: str) -> dict:
-    return {"cells": [_md_cell(BUILD_CHECKS_INTRO)],
+    tests = f"{HEADING}\n\nEvery cell below is hidden: `make export` writes them into `tests/`."
+    return {"cells": [_md_cell(BUILD_CHECKS_INTRO), _md_cell(tests)],
             "metadata": {"jupytext": {"cell_metadata_filter": "-all", "main_language": "python",
                                       "notebook_metadata_filter": "-all"}},
             "nbformat": 4, "nbformat_minor": 5}
 
 
+def _drop_elsewhere(test_name: str, nb_name: str) -> None:
+    "A file moved to another notebook: its cells leave the notebooks that held it before."
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        kept = [c for c in nb["cells"] if _test_file_of(c) != test_name]
+        if path.name != nb_name and len(kept) < len(nb["cells"]):
+            nb["cells"] = kept
+            _write(path, nb)
+
+
+def _write(path: Path, nb: dict) -> None:
+    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def migrate(test_name: str, nb_name: str) -> int:
     "Replace `nb_name`'s cells for `tests/test_name` by cells cut from the file; return their count."
+    _drop_elsewhere(test_name, nb_name)
     nb_path = ROOT / "book" / nb_name
     nb = (json.loads(nb_path.read_text(encoding="utf-8")) if nb_path.exists()
           else _new_notebook(nb_name))
@@ -137,26 +158,26 @@ def migrate(test_name: str, nb_name: str) -> int:
     else:
         if not any(c["cell_type"] == "markdown" and "".join(c["source"]).startswith(HEADING)
                    for c in cells):
-            cells.append(_md_cell(f"{HEADING}\n\nThe tests of this chapter, hidden from the page;"
-                                  " `make export` writes them into `tests/`, where pytest runs"
-                                  " them."))
+            cells.append(_md_cell(f"{HEADING}\n\nThis chapter's tests are in the hidden cells below:"
+                                  f" `make export` writes them into `tests/{test_name}`, which"
+                                  " `make test` runs."))
         at = len(cells)
     cells[at:at] = new
-    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=nb_path.parent, prefix=f".{nb_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, nb_path)
+    _write(nb_path, nb)
     return len(new)
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(MAPPING)
-    for name in names:
-        if name not in MAPPING:
-            print(f"migrate_tests: {name} has no notebook in MAPPING", file=sys.stderr)
+    pairs = [a.split("=", 1) if "=" in a else (a, MAPPING.get(a)) for a in argv] or MAPPING.items()
+    for name, nb in pairs:
+        if not nb:
+            print(f"migrate_tests: {name} has no notebook in MAPPING: name one, {name}=NN_x.ipynb",
+                  file=sys.stderr)
             return 1
-        print(f"tests/{name} -> book/{MAPPING[name]}: {migrate(name, MAPPING[name])} cells")
+        if not (ROOT / "tests" / name).is_file():
+            print(f"migrate_tests: no tests/{name}", file=sys.stderr)
+            return 1
+        print(f"tests/{name} -> book/{nb}: {migrate(name, nb)} cells")
     return 0
 
 
