@@ -159,7 +159,7 @@ def migrate(test_name: str, nb_name: str) -> int:
         if not any(c["cell_type"] == "markdown" and "".join(c["source"]).startswith(HEADING)
                    for c in cells):
             cells.append(_md_cell(f"{HEADING}\n\nThis chapter's tests are in the hidden cells below:"
-                                  f" `make export` writes them into `tests/{test_name}`, which"
+                                  f" `make export`\nwrites them into `tests/{test_name}`, which"
                                   " `make test` runs."))
         at = len(cells)
     cells[at:at] = new
