@@ -495,10 +495,11 @@ def test_old_checkpoints_still_resume(gpt2_data, tmp_path):
 def test_epochs_replace_a_preset_step_count(capsys):
     cfg = recipe_config(GPT2_PRESETS["pocket"], None, {"epochs": 2}, "preset 'pocket'")
     assert cfg.max_steps is None and cfg.epochs == 2
-    assert "epochs=2 replaces preset 'pocket''s max_steps=1000" in capsys.readouterr().out
+    steps = GPT2_PRESETS["pocket"].train["max_steps"]
+    assert f"epochs=2 replaces preset 'pocket''s max_steps={steps}" in capsys.readouterr().out
     with pytest.raises(ValueError, match="both max_steps=10 and epochs=2"):
         recipe_config(GPT2_PRESETS["pocket"], None, {"epochs": 2, "max_steps": 10})
-    assert recipe_config(GPT2_PRESETS["pocket"], None, {"epochs": None}).max_steps == 1000  # not given
+    assert recipe_config(GPT2_PRESETS["pocket"], None, {"epochs": None}).max_steps == steps  # not given
     assert recipe_config(BERT_PRESETS["pocket"], None, {"epochs": 3}).epochs == 3  # BERT's pocket counts epochs
 
 
