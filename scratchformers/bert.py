@@ -19,18 +19,18 @@ from torch import nn
 
 from .attention import (ATTN_IMPLEMENTATIONS, attend, attention_weights, merge_heads, padding_mask,
                                       split_heads)
-from .checks import (check, check_ids, check_input_ids, check_integer, check_labels,
-                                   check_mask_values, check_same_shape, plain_numbers, require_int,
-                                   require_real)
+from .checks import (check, check_ids, check_input_ids, check_integer,
+                                   check_labels, check_mask_values, check_same_shape,
+                                   plain_numbers, require_int, require_real)
 from .weights import ConfigMixin, ModelOutput, PreTrainedModel, output_or_tuple
 
 # %% ../book/04_bert.ipynb #fd2f5e9c
-BERT_SIZES = {  # the one table of BERT sizes used by the book, the presets, tests and benchmarks
+BERT_SIZES = {  # the one table of BERT sizes: chapters, presets, tests and benchmarks
     "base": {},  # the defaults below: BERT-base
     "pocket": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4,
                    intermediate_size=1024, max_position_embeddings=128),
-    "tiny": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=32),
+    "tiny": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=32),
 }
 
 @dataclass
@@ -61,8 +61,8 @@ class BertConfig(ConfigMixin):
             require_int(self, k)
         check(self.hidden_size % self.num_attention_heads == 0,
               f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
-              f"{self.num_attention_heads}: choose sizes where each head gets hidden_size / heads "
-              "channels")
+              f"{self.num_attention_heads}: choose sizes where each head gets "
+              "hidden_size / heads channels")
         check(self.hidden_act == "gelu",
               f"hidden_act={self.hidden_act!r} is not implemented; BERT uses 'gelu'")
         for k in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
@@ -71,8 +71,8 @@ class BertConfig(ConfigMixin):
         require_real(self, "initializer_range", 0.0)
         if self.pad_token_id is not None:
             require_int(self, "pad_token_id", low=0)
-            check(self.pad_token_id < self.vocab_size, f"pad_token_id={self.pad_token_id} is outside "
-                                                       f"the vocabulary (size {self.vocab_size})")
+            check(self.pad_token_id < self.vocab_size, f"pad_token_id={self.pad_token_id} "
+                  f"is outside the vocabulary (size {self.vocab_size})")
         check(self.attn_implementation in ATTN_IMPLEMENTATIONS,
               f"attn_implementation={self.attn_implementation!r}; choose one of "
               f"{ATTN_IMPLEMENTATIONS}")
@@ -89,7 +89,7 @@ class BertConfig(ConfigMixin):
 
     @classmethod
     def tiny(cls, **kw) -> "BertConfig":
-        "A 2-layer, 32-wide BERT that runs in milliseconds: for tests and quick examples."
+        "A 2-layer, 32-wide BERT that runs in milliseconds, for tests and examples."
         return cls(**{**BERT_SIZES["tiny"], **kw})
 
 # %% ../book/04_bert.ipynb #b1b0ad35
@@ -119,7 +119,8 @@ class BertEmbeddings(nn.Module):
         else:
             check_same_shape("token_type_ids", token_type_ids, input_ids)
             check_integer("token_type_ids", token_type_ids)
-            check_ids("token_type_ids", token_type_ids, c.type_vocab_size, "the segment table")
+            check_ids("token_type_ids", token_type_ids, c.type_vocab_size,
+                      "the segment table")
             x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))  # (B, T, C)
 
@@ -269,7 +270,7 @@ def _bert_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     if attention_mask is None: return None
     check_same_shape("attention_mask", attention_mask, input_ids)
     check_mask_values(attention_mask)
-    if not torch.compiler.is_compiling() and attention_mask.all():  # (reading it breaks a graph)
+    if not torch.compiler.is_compiling() and attention_mask.all():  # (a value: not in a graph)
         return None  # nothing to mask: attention's fastest kernel
     return padding_mask(attention_mask)  # (B, 1, 1, T)
 

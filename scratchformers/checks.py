@@ -34,7 +34,7 @@ def is_number(x) -> bool:
 
 # %% ../book/00_checks.ipynb #30700f6f
 def plain_numbers(obj):
-    "Replace NumPy scalars among dataclass `obj`'s fields by Python numbers (works on frozen ones)."
+    "Replace NumPy scalars in dataclass `obj`'s fields by Python numbers."
     for f in fields(obj):
         v = getattr(obj, f.name)
         if is_number(v) and type(v).__module__ == "numpy":
@@ -44,14 +44,16 @@ def require_int(obj, name: str, low: int = 1):
     "Raise a ValueError unless field `name` of `obj` is an int >= `low`."
     v = getattr(obj, name)
     what = "a positive integer" if low == 1 else f"an integer >= {low}"
-    check(is_int(v) and v >= low, f"{type(obj).__name__}.{name} must be {what}, got {v!r}")
+    check(is_int(v) and v >= low,
+          f"{type(obj).__name__}.{name} must be {what}, got {v!r}")
 
-def require_real(obj, name: str, low: float, high: float = math.inf, low_open: bool = True,
-                 high_open: bool = True):
-    "Raise a ValueError unless field `name` of `obj` is a finite number between `low` and `high`."
+def require_real(obj, name: str, low: float, high: float = math.inf,
+                 low_open: bool = True, high_open: bool = True):
+    "Raise a ValueError unless field `name` of `obj` lies between `low` and `high`."
     v = getattr(obj, name)
     ok = is_number(v) and math.isfinite(v)
-    ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    ok = ok and (v > low if low_open else v >= low)
+    ok = ok and (v < high if high_open else v <= high)
     interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     check(ok, f"{type(obj).__name__}.{name} must be a number in {interval}, got {v!r}")
 
@@ -64,55 +66,59 @@ def require_choice(obj, name: str, choices):
 # %% ../book/00_checks.ipynb #7212ac29
 def check_integer(name: str, t: torch.Tensor, what: str = "ids"):
     "Raise a TypeError unless `t` holds integers (int64 or int32, as embeddings take)."
-    check(t.dtype in (torch.long, torch.int32),
-          f"{name} must hold integer {what} (torch.long), got {t.dtype}; convert with .long()",
-          TypeError)
+    check(t.dtype in (torch.long, torch.int32), f"{name} must hold integer {what} "
+          f"(torch.long), got {t.dtype}; convert with .long()", TypeError)
 
 def check_ids(name: str, ids: torch.Tensor, size: int, what: str = "the vocabulary"):
-    "Raise a ValueError if `ids` holds a value outside [0, size) (skipped inside torch.compile)."
-    if torch.compiler.is_compiling(): return  # value checks would break the compiled graph
+    "Raise a ValueError if `ids` holds a value outside [0, size) (not under compile)."
+    if torch.compiler.is_compiling(): return  # reading values would break the graph
     if ids.numel() and (ids.min() < 0 or ids.max() >= size):
         bad = ids[(ids < 0) | (ids >= size)].unique()[:5].tolist()
-        raise ValueError(f"{name} holds values in [{int(ids.min())}, {int(ids.max())}], outside "
-                         f"{what} [0, {size}): {bad}; check that the tokenizer and data match "
+        lo, hi = int(ids.min()), int(ids.max())
+        raise ValueError(f"{name} holds values in [{lo}, {hi}], outside {what} "
+                         f"[0, {size}): {bad}; check that the tokenizer and data match "
                          "the model's config")
 
 def check_input_ids(input_ids, vocab_size: int) -> torch.Size:
-    "The shape (B, T) of a non-empty batch of token ids below `vocab_size`, or a clear error."
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
-        got = getattr(input_ids, "dtype", type(input_ids))
-        raise TypeError(f"input_ids must be a LongTensor of integer token ids, got {got}")
+    "The shape (B, T) of a batch of token ids below `vocab_size`, or a clear error."
+    ok = isinstance(input_ids, torch.Tensor)
+    ok = ok and input_ids.dtype in (torch.long, torch.int32)
+    got = getattr(input_ids, "dtype", type(input_ids))
+    check(ok, f"input_ids must be a LongTensor of integer token ids, got {got}",
+          TypeError)
+    shape = tuple(input_ids.shape)
     check(input_ids.dim() == 2, f"input_ids must have shape (batch, seq_len), got "
-                                f"{tuple(input_ids.shape)}; use input_ids[None] for a single sequence")
-    check(input_ids.size(1) > 0, f"input_ids has no tokens (shape {tuple(input_ids.shape)}): "
+                                f"{shape}; use input_ids[None] for a single sequence")
+    check(input_ids.size(1) > 0, f"input_ids has no tokens (shape {shape}): "
                                  "pass at least one token per sequence")
     check_ids("input_ids", input_ids, vocab_size)
     return input_ids.shape
 
-def check_same_shape(name: str, t: torch.Tensor | None, input_ids: torch.Tensor, note: str = ""):
+def check_same_shape(name: str, t: torch.Tensor | None, input_ids: torch.Tensor,
+                     note: str = ""):  # appended to the message's closing parenthesis
     "Raise a ValueError if `t` is given and its shape differs from `input_ids`'."
     check(t is None or t.shape == input_ids.shape,
           f"{name} has shape {tuple(getattr(t, 'shape', ()))} but input_ids has shape "
           f"{tuple(input_ids.shape)}; they must match (one value per token{note})")
 
 def check_mask_values(mask: torch.Tensor, name: str = "attention_mask"):
-    "Raise a ValueError unless `mask` holds only 0 and 1 (skipped inside torch.compile)."
+    "Raise a ValueError unless `mask` holds only 0 and 1 (not inside torch.compile)."
     if torch.compiler.is_compiling() or mask.dtype == torch.bool: return
     if ((mask != 0) & (mask != 1)).any():
         raise ValueError(f"{name} must hold only 0 (padding) and 1 (real token), "
                          f"got values {mask.unique()[:5].tolist()}")
 
 def check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int,
-                 shifted_by_model: bool = False):  # GPT-2: labels = input_ids, shifted inside
-    "Raise unless `labels` is shaped like `input_ids` and holds token ids or -100 (not predicted)."
+                 shifted_by_model: bool = False):  # GPT-2: labels = the input ids
+    "Raise unless `labels` is shaped like `input_ids` and holds token ids or -100."
     note = "; the model shifts them itself" if shifted_by_model else ""
     check_same_shape("labels", labels, input_ids, note)
     check_integer("labels", labels, "token ids")
-    if torch.compiler.is_compiling(): return  # value checks would break the compiled graph
+    if torch.compiler.is_compiling(): return  # reading values would break the graph
     bad = ((labels < 0) | (labels >= vocab_size)) & (labels != -100)
     if bad.any():
-        raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (not predicted), "
-                         f"got {labels[bad].unique()[:5].tolist()}")
+        raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (not "
+                         f"predicted), got {labels[bad].unique()[:5].tolist()}")
 
 # %% ../book/00_checks.ipynb #391c09b4
 def _umask() -> int:
@@ -131,7 +137,7 @@ def _fsync_dir(directory: Path):
 
 @contextmanager
 def atomic_path(path):
-    "Yield a temporary path beside `path`; when the block succeeds, sync it and move it over `path`."
+    "A temporary path beside `path`, synced and moved onto it when the block succeeds."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -139,8 +145,8 @@ def atomic_path(path):
     tmp = Path(tmp)
     try:
         yield tmp
-        with open(tmp, "rb+") as f: os.fsync(f.fileno())  # the bytes are on disk before the rename
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; use the usual permissions
+        with open(tmp, "rb+") as f: os.fsync(f.fileno())  # on disk before the rename
+        os.chmod(tmp, 0o666 & ~_umask())  # the usual mode (mkstemp's is owner-only)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -149,7 +155,7 @@ def atomic_path(path):
 
 # %% ../book/00_checks.ipynb #4d2df692
 def atomic_write_bytes(data: bytes, path) -> Path:
-    "Write `data` to `path` atomically: the old file stays intact until the new one is complete."
+    "Write `data` to `path` atomically: the old file stays until the new one is whole."
     with atomic_path(path) as tmp: tmp.write_bytes(data)
     return Path(path)
 
@@ -158,13 +164,13 @@ def atomic_write_text(text: str, path, encoding: str = "utf-8") -> Path:
     return atomic_write_bytes(text.encode(encoding), path)
 
 def atomic_save(obj, path) -> Path:
-    "`torch.save(obj, path)` atomically: a failure (or a kill) mid-write leaves any previous file intact."
+    "`torch.save(obj, path)` atomically: a failure or a kill leaves the old file."
     with atomic_path(path) as tmp: torch.save(obj, tmp)
     return Path(path)
 
 # %% ../book/00_checks.ipynb #790b360f
 def atomic_dir(path, write):
-    "Call `write(tmp)` on a fresh temporary directory beside `path`, then move it to `path` in one step."
+    "Call `write(tmp)` for a new temporary directory beside `path`, then move it there."
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

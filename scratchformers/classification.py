@@ -27,7 +27,8 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from .bert import BertConfig, BertForPreTraining, BertModel, init_bert_weights
-from .checks import atomic_write_bytes, atomic_write_text, check, is_int, is_number
+from .checks import (atomic_write_bytes, atomic_write_text, check, is_int,
+                                   is_number)
 from .corpus import clean_review
 from .data import default_cache_dir, load_reviews, pad_bert_batch
 from .gpt2 import GPT2Config, GPT2Model, gpt2_from_hf, gpt2_to_hf

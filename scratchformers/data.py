@@ -686,7 +686,8 @@ def tokenize_documents(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_si
 def group_windows(documents: datasets.Dataset, block_size: int, batch_size: int = 1000) -> datasets.Dataset:
     """The documents' tokens end to end, cut into consecutive windows of `block_size` (column `input_ids`)."""
     if len(documents) == 0: raise ValueError("the dataset of documents is empty: there is nothing to cut into windows")
-    check(is_int(block_size) and block_size >= 2, f"block_size must be an int >= 2, got {block_size!r}")
+    check(is_int(block_size) and block_size >= 2,
+          f"block_size must be an int >= 2, got {block_size!r}")
     block_size = int(block_size)
     docs = _flat(documents, "input_ids")
     stream, doc_start = docs.flatten().to_numpy(), _offsets(docs)  # all tokens; where each document starts

@@ -60,7 +60,7 @@ def check_prompt(input_ids: torch.Tensor, max_new_tokens: int,
                          f"{T + max_new_tokens} tokens, more than the model's context n_positions="
                          f"{n_positions}; ask for at most {n_positions - T} new tokens, or shorten "
                          "the prompt")
-    check_ids("input_ids", input_ids, vocab_size if vocab_size is not None else math.inf)
+    check_ids("input_ids", input_ids, math.inf if vocab_size is None else vocab_size)
 
 # %% ../book/07_generation.ipynb #d697a7bc
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:

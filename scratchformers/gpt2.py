@@ -16,12 +16,12 @@ from torch import nn
 
 from .attention import ATTN_IMPLEMENTATIONS, MultiHeadAttention, causal_mask, padding_mask
 from .checks import (check, check_input_ids, check_integer, check_labels,
-                                   check_mask_values, plain_numbers, require_choice, require_int,
-                                   require_real)
+                                   check_mask_values, plain_numbers, require_choice,
+                                   require_int, require_real)
 from .weights import ConfigMixin, ModelOutput, PreTrainedModel, output_or_tuple
 
 # %% ../book/05_gpt2.ipynb #4c0a85b1
-GPT2_SIZES = {  # the one table of GPT-2 sizes used by the book, the presets, tests and benchmarks
+GPT2_SIZES = {  # the one table of GPT-2 sizes: chapters, presets, tests and benchmarks
     "small": {},  # the defaults below: GPT-2 small
     "pocket": dict(n_layer=4, n_embd=256, n_head=4, n_positions=256),
     "tiny": dict(n_layer=2, n_embd=32, n_head=2, n_positions=32),
@@ -96,7 +96,7 @@ class GPT2Config(ConfigMixin):
 
     @classmethod
     def tiny(cls, **kwargs) -> "GPT2Config":
-        "A 2-layer, 32-wide GPT-2 that runs in milliseconds: for tests and quick examples."
+        "A 2-layer, 32-wide GPT-2 that runs in milliseconds, for tests and examples."
         return cls(**{**GPT2_SIZES["tiny"], **kwargs})
 
 # %% ../book/05_gpt2.ipynb #5d0e6d8d
@@ -240,8 +240,8 @@ def _decoder_mask(attention_mask: torch.Tensor | None, B: int, T: int, T_past: i
                              f"tokens) = ({B}, {T_past + T}), one entry per token of input_ids"
                              + (" and of the cache" if T_past else ""))
         check_mask_values(attention_mask)
-        if not torch.compiler.is_compiling() and bool(attention_mask.all()):  # no padding
-            attention_mask = None  # drop the mask (not inside torch.compile: reading it breaks a graph)
+        if not torch.compiler.is_compiling() and bool(attention_mask.all()):  # no padding:
+            attention_mask = None  # drop the mask (reading it would break a compiled graph)
     if attention_mask is None:
         if T_past == 0: return None, True  # the fastest path: SDPA's own causal mask
         if T == 1: return None, False  # one new token may see every key
@@ -335,7 +335,8 @@ class GPT2LMHeadModel(PreTrainedModel):
                 ) -> CausalLMOutput:
         "Next-token logits (B, T, vocab_size; a view, use `.reshape`), and the loss if `labels` are given."
         if labels is not None:
-            check_labels(labels, input_ids, self.config.vocab_size, shifted_by_model=True)
+            check_labels(labels, input_ids, self.config.vocab_size,
+                         shifted_by_model=True)
         out = self.transformer(input_ids, attention_mask, past_key_values, use_cache, position_ids,
                                output_hidden_states, output_attentions)
         logits = self.padded_logits(out.last_hidden_state)  # (B, T, V padded)

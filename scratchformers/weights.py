@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 # atomic_save and atomic_write_bytes are not used here: imported so that their old home,
 # scratchformers.weights, still provides them
-from .checks import atomic_path, atomic_save, atomic_write_bytes, atomic_write_text
+from .checks import (atomic_path, atomic_save, atomic_write_bytes,
+                                   atomic_write_text)
 
 # %% ../book/04a_weights.ipynb #6d55ce5e
 class ConfigMixin:
