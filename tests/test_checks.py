@@ -158,12 +158,24 @@ def test_no_module_imports_one_the_book_reads_later():
 
 
 def test_checks_imports_nothing_heavy():
-    "checks is the first module: it may use torch, but none of the package nor the data stack."
+    "checks is the first module: the standard library only, and torch only when a tensor needs it."
     tree = _modules()["checks"]
-    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert names <= {"math", "numbers", "os", "shutil", "tempfile", "contextlib", "dataclasses", "pathlib",
-                     "torch"}, names
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+    names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
+    assert names <= {"__future__", "math", "numbers", "os", "shutil", "tempfile", "contextlib",
+                     "dataclasses", "pathlib"}, names
+    inner = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) and n not in top for a in n.names}
+    assert inner <= {"torch"}, inner
+
+
+def test_the_text_chapters_do_not_load_torch():
+    "The tokenizers start (and stop on Ctrl-C) without PyTorch, although they use checks."
+    import subprocess, sys
+    code = ("import sys, scratchformers.checks, scratchformers.tokenization; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 # ---------------------------------------------------------------- the helpers themselves
