@@ -27,25 +27,26 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from .bert import BertConfig, BertForPreTraining, BertModel, init_bert_weights
+from .checks import (atomic_write_bytes, atomic_write_text, check, is_int,
+                                   is_number)
 from .corpus import clean_review
 from .data import default_cache_dir, load_reviews, pad_bert_batch
 from .gpt2 import GPT2Config, GPT2Model, gpt2_from_hf, gpt2_to_hf
 from .tokenization import GPT2_EOS, load_tokenizer, save_tokenizer
 from .training import CHECKPOINT_NAME, TrainConfig, read_checkpoint, train
 from .weights import (CheckpointError, ModelOutput, PreTrainedModel,
-                                    atomic_write_bytes, atomic_write_text, check_state_dict,
-                                    load_hf_state_dict, output_or_tuple, read_config)
+                                    check_state_dict, load_hf_state_dict, output_or_tuple,
+                                    read_config)
 
 # %% ../book/08_classification.ipynb #38ab12ac
 PROBLEM_TYPE = "single_label_classification"  # one class per example: softmax + cross-entropy
 
 def check_num_labels(num_labels) -> int:
     "`num_labels`, or a ValueError unless it is an integer >= 2."
-    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2:
-        raise ValueError(f"num_labels must be an integer >= 2 (a classifier chooses between "
-                         f"at least two classes), got {num_labels!r}; regression "
-                         f"(num_labels=1) is not implemented")
-    return num_labels
+    check(is_int(num_labels) and num_labels >= 2,
+          f"num_labels must be an integer >= 2 (a classifier chooses between at least two "
+          f"classes), got {num_labels!r}; regression (num_labels=1) is not implemented")
+    return int(num_labels)
 
 class LabelsMixin:
     "`num_labels`, `id2label`, `label2id` and `problem_type` kept consistent, as in `transformers`."
@@ -104,8 +105,8 @@ class BertClassifierConfig(LabelsMixin, BertConfig):
         super().__post_init__()
         self._init_labels()
         p = self.classifier_dropout
-        if p is not None and not 0 <= p < 1:
-            raise ValueError(f"classifier_dropout must be None or in [0, 1), got {p!r}")
+        check(p is None or (is_number(p) and 0 <= p < 1),
+              f"classifier_dropout must be None or in [0, 1), got {p!r}")
 
 @dataclass
 class GPT2ClassifierConfig(LabelsMixin, GPT2Config):
@@ -119,9 +120,9 @@ class GPT2ClassifierConfig(LabelsMixin, GPT2Config):
     def __post_init__(self):
         super().__post_init__()
         self._init_labels()
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary "
-                             f"(size {self.vocab_size})")
+        pad = self.pad_token_id
+        check(pad is None or (is_int(pad) and 0 <= pad < self.vocab_size),
+              f"pad_token_id={pad} is outside the vocabulary (size {self.vocab_size})")
 
 # %% ../book/08_classification.ipynb #72485be9
 @dataclass
@@ -466,9 +467,9 @@ def finetune(model_dir, preset: str = "pocket", output_dir=None, *, epochs: int 
         raise ValueError(f"the tokenizer in {model_dir} has {tokenizer.get_vocab_size():,} tokens "
                          f"but the model {config.vocab_size:,}: they do not belong together")
     limit = _position_limit(config)
-    if max_length is not None and not (isinstance(max_length, int) and 4 <= max_length <= limit):
-        raise ValueError(f"max_length must be an integer from 4 to {limit} (the model's position "
-                         f"table), got {max_length!r}")
+    check(max_length is None or (is_int(max_length) and 4 <= max_length <= limit),
+          f"max_length must be an integer from 4 to {limit} (the model's position table), "
+          f"got {max_length!r}")
     max_length = max_length or min(p.max_length, limit)
     seed = _split_seed(model_dir) if seed is None else seed
     reviews = labelled_reviews(p.n_train, p.n_valid, seed)

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import torch
 from tokenizers import Tokenizer
 
+from .checks import atomic_dir, check, is_int, is_number, plain_numbers
 from .corpus import clean_review, load_imdb, split_by_review, split_sentences
 from .tokenization import BERT_SPECIAL_TOKENS, GPT2_EOS, load_tokenizer, save_tokenizer
 from .tokenization import train_bytelevel_bpe, train_wordpiece
@@ -43,10 +44,10 @@ MIN_PAIR_LENGTH = 5  # [CLS] A [SEP] B [SEP] with one token in each of A and B
 
 def check_max_length(max_length: int) -> int:
     """Refuse a BERT input length that cannot hold `[CLS] A [SEP] B [SEP]`."""
-    if not isinstance(max_length, int) or max_length < MIN_PAIR_LENGTH:
-        raise ValueError(f"max_length={max_length!r} is too small: [CLS] A [SEP] B [SEP] needs 3 special tokens "
-                         f"and at least one token in each segment, so max_length must be an int >= {MIN_PAIR_LENGTH}")
-    return max_length
+    check(is_int(max_length) and max_length >= MIN_PAIR_LENGTH,
+          f"max_length={max_length!r} is too small: [CLS] A [SEP] B [SEP] needs 3 special tokens "
+          f"and at least one token in each segment, so max_length must be an int >= {MIN_PAIR_LENGTH}")
+    return int(max_length)
 
 # %% ../book/02_pretraining_data.ipynb #d9e4a997
 @dataclass(frozen=True)
@@ -61,14 +62,15 @@ class DataScale:
     block_size: int = 1024  # GPT-2: tokens in one training window
 
     def __post_init__(self):
-        if self.n_reviews is not None and (not isinstance(self.n_reviews, int) or self.n_reviews < 4):
-            raise ValueError(f"n_reviews={self.n_reviews!r}: need an int >= 4 (two reviews on each side of the "
-                             "split, so a random B segment can come from another review), or None for all")
-        if not 0 < self.valid_fraction < 1:
-            raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        plain_numbers(self)
+        check(self.n_reviews is None or (is_int(self.n_reviews) and self.n_reviews >= 4),
+              f"n_reviews={self.n_reviews!r}: need an int >= 4 (two reviews on each side of the "
+              "split, so a random B segment can come from another review), or None for all")
+        check(is_number(self.valid_fraction) and 0 < self.valid_fraction < 1,
+              f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
         check_max_length(self.max_length)
-        if not isinstance(self.block_size, int) or self.block_size < 2:
-            raise ValueError(f"block_size={self.block_size!r}: a GPT-2 window needs at least 2 tokens")
+        check(is_int(self.block_size) and self.block_size >= 2,
+              f"block_size={self.block_size!r}: a GPT-2 window needs at least 2 tokens")
 
     def splits(self) -> dict[str, int] | None:
         """How many reviews each side of the split keeps (None: all of them)."""
@@ -312,9 +314,9 @@ def build_nsp_examples(tokenized: datasets.Dataset, tokenizer: Tokenizer, max_le
 # %% ../book/02_pretraining_data.ipynb #4c93a65f
 def check_mlm_probability(p: float) -> float:
     """Refuse a masking probability outside (0, 1)."""
-    if not isinstance(p, (int, float)) or not 0 < p < 1:
-        raise ValueError(f"mlm_probability must be in (0, 1) (BERT uses 0.15), got {p!r}")
-    return p
+    check(is_number(p) and 0 < p < 1,
+          f"mlm_probability must be in (0, 1) (BERT uses 0.15), got {p!r}")
+    return float(p)
 
 class MLMCollator:
     """Pads BERT examples into a batch and masks them for MLM (15 %; 80 % [MASK], 10 % random, 10 % kept)."""
@@ -452,14 +454,7 @@ def _check_writable(directory: Path):
 def _atomic_dir(path: Path, write: Callable[[Path], None]):
     """Run `write` on a fresh temporary directory, then move it to `path` in one step."""
     _check_writable(path.parent)  # before minutes of work, not after
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError:
-        if not path.exists(): raise  # else another process built it first: keep theirs
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    atomic_dir(path, write)  # if another process built it first, theirs is kept
 
 def _discard(path: Path, problem: str):
     """Move a damaged cache entry aside (then delete it), or say which directory to delete."""
@@ -691,7 +686,9 @@ def tokenize_documents(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_si
 def group_windows(documents: datasets.Dataset, block_size: int, batch_size: int = 1000) -> datasets.Dataset:
     """The documents' tokens end to end, cut into consecutive windows of `block_size` (column `input_ids`)."""
     if len(documents) == 0: raise ValueError("the dataset of documents is empty: there is nothing to cut into windows")
-    if not isinstance(block_size, int) or block_size < 2: raise ValueError(f"block_size must be an int >= 2, got {block_size!r}")
+    check(is_int(block_size) and block_size >= 2,
+          f"block_size must be an int >= 2, got {block_size!r}")
+    block_size = int(block_size)
     docs = _flat(documents, "input_ids")
     stream, doc_start = docs.flatten().to_numpy(), _offsets(docs)  # all tokens; where each document starts
     n_windows = len(stream) // block_size  # the tail too short for a window is dropped

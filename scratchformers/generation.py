@@ -8,35 +8,26 @@ __all__ = ['FROM_CONFIG', 'check_sampling_args', 'check_prompt', 'apply_temperat
 # %% ../book/07_generation.ipynb #4aa553e5
 import inspect
 import math
-import numbers
 import warnings
 
 import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from .checks import check_ids, check_mask_values, is_int, is_number
+
 # %% ../book/07_generation.ipynb #45d06b2a
-def _is_int(x) -> bool:
-    "True for Python and NumPy integers (but not bools)."
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x) -> bool:
-    "True for Python and NumPy real numbers (but not bools)."
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None,
                         do_sample: bool = True):  # greedy (False) ignores temperature, so 0 is fine
     "Raise if `temperature`, `top_k` or `top_p` is out of range."
-    low_ok = 0 <= temperature if not do_sample and _is_real(temperature) else False
-    if not _is_real(temperature) or not (0 < temperature or low_ok) or not temperature < math.inf:
+    low_ok = 0 <= temperature if not do_sample and is_number(temperature) else False
+    if not is_number(temperature) or not (0 < temperature or low_ok) or not temperature < math.inf:
         raise ValueError(f"temperature must be a positive, finite number, got {temperature!r}; "
                          "for deterministic decoding use do_sample=False (greedy) rather than "
                          "temperature 0")
-    if top_k is not None and not (_is_int(top_k) and top_k >= 1):
+    if top_k is not None and not (is_int(top_k) and top_k >= 1):
         raise ValueError(f"top_k must be None (no limit) or an integer >= 1, got {top_k!r}")
-    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
+    if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be None (no limit) or a number in (0, 1], got {top_p!r}")
 
 
@@ -57,7 +48,7 @@ def check_prompt(input_ids: torch.Tensor, max_new_tokens: int,
     if B == 0 or T == 0:
         raise ValueError(f"input_ids has shape {(B, T)}: give at least one prompt of at least one "
                          "token (to generate from nothing, start from the end-of-text token)")
-    if not (_is_int(max_new_tokens) and max_new_tokens >= 0):
+    if not (is_int(max_new_tokens) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if n_positions is not None and T > n_positions:
         keep = max(n_positions - max_new_tokens, 1)
@@ -69,11 +60,7 @@ def check_prompt(input_ids: torch.Tensor, max_new_tokens: int,
                          f"{T + max_new_tokens} tokens, more than the model's context n_positions="
                          f"{n_positions}; ask for at most {n_positions - T} new tokens, or shorten "
                          "the prompt")
-    lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or (vocab_size is not None and hi >= vocab_size):
-        raise ValueError(f"token ids must lie in [0, {vocab_size}), the model's vocabulary, but "
-                         f"input_ids holds values from {lo} to {hi}; was the prompt encoded with "
-                         "this model's tokenizer?")
+    check_ids("input_ids", input_ids, math.inf if vocab_size is None else vocab_size)
 
 # %% ../book/07_generation.ipynb #d697a7bc
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -185,9 +172,7 @@ def check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor):
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids "
                          f"{tuple(input_ids.shape)}; give one 0/1 entry per prompt token")
-    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token), got values "
-                         f"{attention_mask.unique()[:6].tolist()}")
+    check_mask_values(attention_mask)
     if not bool(attention_mask[:, -1].all()):
         rows = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
         raise ValueError(f"rows {rows} of attention_mask end in padding: for generation pad "
@@ -269,7 +254,7 @@ def _special_ids(model, eos_token_id, pad_token_id) -> tuple[int | None, int | N
     ids = {}
     for name, given in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
         value = getattr(source, name, None) if given is FROM_CONFIG else given
-        if value is not None and not (_is_int(value) and 0 <= value < (vocab_size or math.inf)):
+        if value is not None and not (is_int(value) and 0 <= value < (vocab_size or math.inf)):
             where = f"model.config.{name}" if given is FROM_CONFIG else name
             raise ValueError(f"{where}={value!r} is not a token id of this model's vocabulary "
                              f"[0, {vocab_size}); pass {name}= the id from its tokenizer, or "
@@ -283,7 +268,7 @@ def _check_options(input_ids, do_sample, temperature, top_k, top_p, num_return_s
                    generator):
     "Raise on options that can't work; warn on sampling options that greedy decoding ignores."
     check_sampling_args(temperature, top_k, top_p, do_sample)
-    if not (_is_int(num_return_sequences) and num_return_sequences >= 1):
+    if not (is_int(num_return_sequences) and num_return_sequences >= 1):
         raise ValueError("num_return_sequences must be an integer >= 1, got "
                          f"{num_return_sequences!r}")
     if num_return_sequences > 1 and not do_sample:
@@ -423,7 +408,7 @@ def fill_mask(model: nn.Module,  # a masked LM: BertForPreTraining (ours or tran
     mask_id = tok.token_to_id("[MASK]")
     if mask_id is None:
         raise ValueError("the tokenizer has no [MASK] token; fill_mask needs BERT's WordPiece one")
-    if not (_is_int(top_k) and top_k >= 1):
+    if not (is_int(top_k) and top_k >= 1):
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")

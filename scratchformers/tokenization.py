@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import threading
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Iterable
 import regex as re
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
+
+from .checks import atomic_path, atomic_write_text, is_int
 
 # %% auto #0
 __all__ = ['BERT_SPECIAL_TOKENS', 'GPT2_EOS', 'GPT2_SPLIT_PATTERN', 'train_wordpiece', 'train_bytelevel_bpe',
@@ -41,10 +42,10 @@ def _check_texts(texts: Iterable[str]):
 
 def _check_int(name: str, value, minimum: int) -> int:
     """`value` if it is an int (not a bool) >= `minimum`; else a clear TypeError or ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < minimum: raise ValueError(f"{name}={value} is too small: it must be >= {minimum}")
-    return value
+    return int(value)  # a NumPy integer becomes a Python one (json writes only those)
 
 def _check_vocab_size(vocab_size: int, n_special: int):
     """Refuse a vocabulary too small for the 256 byte symbols plus the special tokens."""
@@ -137,15 +138,6 @@ def train_bytelevel_bpe(texts: Iterable[str], vocab_size: int = 50257, min_frequ
     return tok
 
 # %% ../book/01_tokenization.ipynb #0ab96183
-def _write_atomic(path: Path, write) -> Path:
-    """Call `write(tmp)` on a temporary name beside `path`, then rename it to `path` in one step."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        write(tmp)
-        tmp.replace(path)  # atomic: a reader never sees half a file
-    finally: tmp.unlink(missing_ok=True)
-    return path
-
 def special_tokens_map(tok: Tokenizer) -> dict[str, str]:
     """The roles of `tok`'s special tokens, named as in `transformers` (BERT's five, or GPT-2's)."""
     vocab = tok.get_vocab(with_added_tokens=True)
@@ -169,8 +161,10 @@ def save_tokenizer(tok: Tokenizer, directory, model_max_length: int | None = Non
     if model_max_length is not None:
         config["model_max_length"] = _check_int("model_max_length", model_max_length, 1)
     for name, data in (("special_tokens_map.json", roles), ("tokenizer_config.json", config)):
-        _write_atomic(directory / name, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
-    return _write_atomic(directory / "tokenizer.json", lambda p: tok.save(str(p)))
+        atomic_write_text(json.dumps(data, indent=2) + "\n", directory / name)
+    with atomic_path(directory / "tokenizer.json") as tmp:  # a reader never sees half a file
+        tok.save(str(tmp))
+    return directory / "tokenizer.json"
 
 def load_tokenizer(path_or_dir) -> Tokenizer:
     """Read a `tokenizer.json`, given the file or the directory that holds it."""

@@ -37,11 +37,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from .bert import BertConfig, BertForPreTraining
+from .bert import BERT_SIZES, BertConfig, BertForPreTraining
+from .checks import (atomic_save, atomic_write_bytes, atomic_write_text, check,
+                                   is_int, is_number, plain_numbers)
 from .data import DataScale, prepare_bert_data, prepare_gpt2_data
-from .gpt2 import GPT2Config, GPT2LMHeadModel
+from .gpt2 import GPT2_SIZES, GPT2Config, GPT2LMHeadModel
 from .tokenization import GPT2_EOS, save_tokenizer
-from .weights import atomic_save, atomic_write_bytes, atomic_write_text
 
 # %% ../book/06_training.ipynb #5de726f8
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -77,49 +78,43 @@ class TrainConfig:
     progress: bool = True               # show tqdm progress bars
 
     def __post_init__(self):
+        plain_numbers(self)
         self.adam_betas = tuple(self.adam_betas)
         if self.out_dir is not None: self.out_dir = str(self.out_dir)
-        _check(_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0,
-               f"lr must be a positive learning rate such as 3e-4, got {self.lr!r}")
-        _check(self.max_steps is None or (_is_int(self.max_steps) and self.max_steps > 0),
-               f"max_steps must be a positive number of optimizer steps (or None to train by epochs), got {self.max_steps!r}")
+        check(is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0,
+              f"lr must be a positive learning rate such as 3e-4, got {self.lr!r}")
+        check(self.max_steps is None or (is_int(self.max_steps) and self.max_steps > 0),
+              f"max_steps must be a positive number of optimizer steps (or None to train by epochs), got {self.max_steps!r}")
         for name in ("epochs", "batch_size", "grad_accum_steps"):
             v = getattr(self, name)
-            _check(_is_int(v) and v > 0, f"{name} must be a positive integer, got {v!r}")
+            check(is_int(v) and v > 0, f"{name} must be a positive integer, got {v!r}")
         for name in ("warmup_steps", "eval_every", "save_every", "log_every"):
             v = getattr(self, name)
-            _check(_is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
-        _check(_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
-               f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        _check(_is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
-               f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        _check(_is_number(self.weight_decay) and self.weight_decay >= 0,
-               f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        _check(self.clip_grad_norm is None or (_is_number(self.clip_grad_norm) and self.clip_grad_norm > 0),
-               f"clip_grad_norm must be positive (or None for no clipping), got {self.clip_grad_norm!r}")
-        _check(self.eval_batches is None or (_is_int(self.eval_batches) and self.eval_batches > 0),
-               f"eval_batches must be a positive integer or None, got {self.eval_batches!r}")
-        _check(self.precision in PRECISIONS,
-               f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}; "
-               f"use 'bf16' for half-precision training (fp16 needs loss scaling, which this loop "
-               f"does not do) or 'auto' for bf16 where the hardware runs it fast")
-        _check(self.stop_after is None or (_is_int(self.stop_after) and self.stop_after > 0),
-               f"stop_after must be a positive number of optimizer steps (or None to run to the end), "
-               f"got {self.stop_after!r}")
-        _check(self.stop_after_minutes is None or (_is_number(self.stop_after_minutes)
-                                                   and self.stop_after_minutes > 0),
-               f"stop_after_minutes must be a positive number of minutes (or None), "
-               f"got {self.stop_after_minutes!r}")
-        _check(_is_number(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
-               f"checkpoint_minutes must be a number of minutes >= 0 (0 turns timed checkpoints off), "
-               f"got {self.checkpoint_minutes!r}")
-
-def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
-def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-def _check(ok: bool, msg: str):
-    "Raise ValueError(msg) unless ok."
-    if not ok: raise ValueError(msg)
+            check(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        check(is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
+              f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        check(is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
+              f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        check(is_number(self.weight_decay) and self.weight_decay >= 0,
+              f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check(self.clip_grad_norm is None or (is_number(self.clip_grad_norm) and self.clip_grad_norm > 0),
+              f"clip_grad_norm must be positive (or None for no clipping), got {self.clip_grad_norm!r}")
+        check(self.eval_batches is None or (is_int(self.eval_batches) and self.eval_batches > 0),
+              f"eval_batches must be a positive integer or None, got {self.eval_batches!r}")
+        check(self.precision in PRECISIONS,
+              f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}; "
+              f"use 'bf16' for half-precision training (fp16 needs loss scaling, which this loop "
+              f"does not do) or 'auto' for bf16 where the hardware runs it fast")
+        check(self.stop_after is None or (is_int(self.stop_after) and self.stop_after > 0),
+              f"stop_after must be a positive number of optimizer steps (or None to run to the end), "
+              f"got {self.stop_after!r}")
+        check(self.stop_after_minutes is None or (is_number(self.stop_after_minutes)
+                                                  and self.stop_after_minutes > 0),
+              f"stop_after_minutes must be a positive number of minutes (or None), "
+              f"got {self.stop_after_minutes!r}")
+        check(is_number(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
+              f"checkpoint_minutes must be a number of minutes >= 0 (0 turns timed checkpoints off), "
+              f"got {self.checkpoint_minutes!r}")
 
 # %% ../book/06_training.ipynb #6b94fd65
 def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -282,8 +277,8 @@ def resolve_precision(precision: "str | TrainConfig" = "auto", device=None, *, w
     if isinstance(precision, TrainConfig):
         device = device if device is not None else precision.device
         precision = precision.precision
-    _check(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}; "
-           f"use 'bf16' or 'auto'")
+    check(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}; "
+          f"use 'bf16' or 'auto'")
     if device is None or str(device) == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
     kind = torch.device(device).type
     if precision == "auto": return "bf16" if fast_bf16(kind) else "fp32"
@@ -514,9 +509,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 def plan_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     "Total optimizer steps of the run: `max_steps`, or `epochs` full passes over the data."
     steps_per_epoch = batches_per_epoch // cfg.grad_accum_steps
-    _check(steps_per_epoch > 0, f"the training data is too small for one optimizer step: each process gets "
-           f"{batches_per_epoch} full batch(es) of {cfg.batch_size} per epoch and a step needs grad_accum_steps="
-           f"{cfg.grad_accum_steps}; use more data or a smaller batch_size or grad_accum_steps")
+    check(steps_per_epoch > 0, f"the training data is too small for one optimizer step: each process gets "
+          f"{batches_per_epoch} full batch(es) of {cfg.batch_size} per epoch and a step needs grad_accum_steps="
+          f"{cfg.grad_accum_steps}; use more data or a smaller batch_size or grad_accum_steps")
     return cfg.max_steps or cfg.epochs * steps_per_epoch
 
 def check_out_dir(out_dir) -> Path | None:
@@ -743,8 +738,8 @@ def train(model: nn.Module, train_data, cfg: TrainConfig, *, collate_fn=None, ev
     state, rng, ckpt, notes = TrainState(plan=[[0, total_steps]]), None, None, []
     if resume:
         path = ckpt_path if resume is True else Path(resume)
-        _check(path is not None, "resume=True looks for checkpoint.pt in cfg.out_dir, which is None; "
-               "set out_dir or pass the checkpoint's path as resume")
+        check(path is not None, "resume=True looks for checkpoint.pt in cfg.out_dir, which is None; "
+              "set out_dir or pass the checkpoint's path as resume")
         ckpt = read_checkpoint(path)
         check_same_run(ckpt, cfg, model, info, path, data_digest)
         state = TrainState(**ckpt["state"])
@@ -895,8 +890,8 @@ class RunPreset:
     model_overrides: dict = field(default_factory=dict)  # config fields changed on top of the preset
 
 TINY_SCALE = DataScale("tiny", n_reviews=60, bert_vocab_size=600, gpt2_vocab_size=600, max_length=32, block_size=32)
-_TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
-_TINY_GPT2 = dict(n_embd=32, n_layer=2, n_head=2, n_positions=32)
+_TINY_BERT = dict(BERT_SIZES["tiny"])  # chapter 4's table of sizes
+_TINY_GPT2 = dict(GPT2_SIZES["tiny"])  # chapter 5's
 
 _NO_DROPOUT_BERT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 _NO_DROPOUT_GPT2 = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

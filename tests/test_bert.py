@@ -335,7 +335,7 @@ def test_outputs_index_like_transformers(tmp_path):
 # ---------------------------------------------------------------- labels: validated, never NaN
 @pytest.mark.parametrize("call, err, match", [
     (lambda m: m(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1.0, 2.0, -100.0]])), TypeError,
-     "labels must hold integer ids \\(torch.long\\), got torch.float32"),
+     "labels must hold integer token ids \\(torch.long\\), got torch.float32"),
     (lambda m: m(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 50, -100]])), ValueError,
      "labels must be token ids in \\[0, 50\\) or -100 \\(not predicted\\), got \\[50\\]"),
     (lambda m: m(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, -5, -100]])), ValueError, "got \\[-5\\]"),
@@ -413,5 +413,5 @@ def test_int32_ids_and_labels_work_and_unsigned_are_refused(tiny):
     b = tiny(ids.int(), token_type_ids=torch.zeros(2, 6, dtype=torch.int32), labels=labels.int(),
              next_sentence_label=nsp.int())
     assert _diff(a.loss, b.loss) == 0
-    with pytest.raises(TypeError, match="labels must hold integer ids \\(torch.long\\), got torch.uint8"):
+    with pytest.raises(TypeError, match="labels must hold integer token ids \\(torch.long\\), got torch.uint8"):
         tiny(ids, labels=ids.to(torch.uint8))

@@ -46,8 +46,8 @@ def pair(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                                      initializer_range=0.1, eos_token_id=None)).eval()
+    return GPT2LMHeadModel(GPT2Config.tiny(vocab_size=50, initializer_range=0.1,
+                                           eos_token_id=None)).eval()
 
 
 def _prompts(vocab_size, B=3, T=5, seed=0):
@@ -295,8 +295,8 @@ def test_training_mode_is_restored_even_on_error(tiny):
 
 def test_dropout_is_off_while_decoding():
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                                       resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5, eos_token_id=None)).train()
+    model = GPT2LMHeadModel(GPT2Config.tiny(vocab_size=50, resid_pdrop=0.5, embd_pdrop=0.5,
+                                            attn_pdrop=0.5, eos_token_id=None)).train()
     prompts = _prompts(50)
     assert torch.equal(generate(model, prompts, 10), generate(model, prompts, 10))
 
@@ -498,7 +498,7 @@ def test_eos_and_pad_default_to_the_config(tmp_path):
 
 
 def test_an_eos_outside_the_vocabulary_is_refused_but_loads(tmp_path):
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+    model = GPT2LMHeadModel(GPT2Config.tiny(vocab_size=50))
     assert model.config.eos_token_id == 50256  # GPT-2's id, which this vocabulary lacks
     model.save_pretrained(tmp_path)
     loaded = GPT2LMHeadModel.from_pretrained(tmp_path)  # loading keeps working

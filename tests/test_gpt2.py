@@ -285,7 +285,7 @@ def test_bad_forward_input():
         m(torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="attention_mask has shape"):
         m(torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(3))
-    with pytest.raises(ValueError, match="labels must have the shape"):
+    with pytest.raises(ValueError, match="labels has shape .*; they must match .*the model shifts them itself"):
         m(torch.zeros(2, 3, dtype=torch.long), labels=torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="labels must be token ids"):
         m(torch.zeros(2, 3, dtype=torch.long), labels=torch.full((2, 3), 101))

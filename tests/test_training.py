@@ -44,13 +44,12 @@ def gpt2_data(cache):
 
 def tiny_gpt2(vocab_size=600, seed=0, **kw):
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config.pocket(vocab_size=vocab_size, n_layer=2, n_embd=32, n_head=2, n_positions=32, **kw))
+    return GPT2LMHeadModel(GPT2Config.tiny(vocab_size=vocab_size, **kw))
 
 
 def tiny_bert(vocab_size=600, seed=0):
     torch.manual_seed(seed)
-    return BertForPreTraining(BertConfig.pocket(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
-                                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=32))
+    return BertForPreTraining(BertConfig.tiny(vocab_size=vocab_size))
 
 
 def losses(result):
@@ -162,7 +161,7 @@ def test_resume_refuses_a_different_run(gpt2_data, tmp_path):
               resume=True)
     with pytest.raises(ValueError, match=r"model n_layer: 2 in the checkpoint, 3 now"):
         torch.manual_seed(0)
-        bigger = GPT2LMHeadModel(GPT2Config.pocket(vocab_size=600, n_layer=3, n_embd=32, n_head=2, n_positions=32))
+        bigger = GPT2LMHeadModel(GPT2Config.tiny(vocab_size=600, n_layer=3))
         train(bigger, gpt2_data.train, cfg, collate_fn=gpt2_data.collate, resume=True)
     # bookkeeping settings may change
     more_evals = TrainConfig(**{**asdict(cfg), "eval_every": 1, "log_every": 1})
@@ -276,8 +275,8 @@ DDP_SCRIPT = textwrap.dedent('''
 
     def run(batch_size, out_dir):
         torch.manual_seed(0)
-        model = GPT2LMHeadModel(GPT2Config.pocket(vocab_size=50, n_layer=2, n_embd=32, n_head=2, n_positions=16,
-                                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+        model = GPT2LMHeadModel(GPT2Config.tiny(vocab_size=50, n_positions=16, resid_pdrop=0.0, embd_pdrop=0.0,
+                                                attn_pdrop=0.0))
         cfg = TrainConfig(lr=3e-3, max_steps=5, batch_size=batch_size, grad_accum_steps=2, warmup_steps=2,
                           progress=False, out_dir=out_dir, precision="fp32")  # bf16 rounds 2 x 2 and 4 differently
         return train(model, toy(64, 0), cfg, collate_fn=stack, eval_data=toy(16, 1))
