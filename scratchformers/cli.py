@@ -95,7 +95,8 @@ def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     shape = [name, str(layers), str(width), str(heads), str(config.vocab_size), str(seq),
              _count(n_params)]
     if steps is None:  # by epochs: the steps depend on the data, so the time is per 1000 steps
-        return shape + [f"{t.get('epochs', 1)} epoch", str(batch), f"{_duration(seconds)}/1000 steps"]
+        epochs = t.get("epochs", 1)
+        return shape + [f"{epochs} epoch{'s' * (epochs != 1)}", str(batch), f"{_duration(seconds)}/1000 steps"]
     return shape + [str(steps), str(batch), _duration(seconds)]
 
 def _count(n: int) -> str: return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"

@@ -113,9 +113,10 @@ def test_help_explains_each_preset_from_the_tables(capsys, command, presets):
         shape = ((config.num_hidden_layers, config.hidden_size, config.num_attention_heads)
                  if command == "pretrain-bert" else (config.n_layer, config.n_embd, config.n_head))
         batch = p.train.get("batch_size", 8) * p.train.get("grad_accum_steps", 1)
-        steps = str(p.train["max_steps"]) if p.train.get("max_steps") else "1"
+        by_epochs = not p.train.get("max_steps")
+        steps = str(p.train.get("epochs", 1) if by_epochs else p.train["max_steps"])
         assert rows[name][1:6] == [*map(str, shape), str(config.vocab_size), str(seq)], rows[name]
-        assert rows[name][7] == steps and rows[name][9 if steps == "1" else 8] == str(batch), rows[name]
+        assert rows[name][7] == steps and rows[name][9 if by_epochs else 8] == str(batch), rows[name]
     assert "GFLOP/s" in out  # the time column's basis is stated
 
 
