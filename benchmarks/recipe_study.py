@@ -18,7 +18,6 @@ machine, torch version and command.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import types
@@ -38,7 +37,7 @@ from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from scratchformers.tokenization import GPT2_EOS  # noqa: E402
 from scratchformers.training import (  # noqa: E402
     BERT_PRESETS, GPT2_PRESETS, TrainConfig, bert_pretraining_metrics, count_parameters,
-    recipe_config, train)
+    cpu_model, recipe_config, train)
 
 # Each recipe: what it changes from the current pocket preset (TrainConfig fields under "train",
 # model config fields under "model"), and why it is worth trying.
@@ -146,15 +145,6 @@ def chars_per_token(data, family: str) -> float:
         n_chars += len(tok.decode(pieces)) + (len(ids) - len(pieces))
         n_tokens += len(ids)
     return n_chars / n_tokens
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _write(path: Path, obj) -> None:

@@ -25,19 +25,11 @@ from pathlib import Path
 
 import torch
 
+from scratchformers.training import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["This movie", "I have never seen a film so", "The acting was"]
 TEMPERATURES = [0.7, 1.0]
-
-
-def cpu_model() -> str:
-    "The CPU's model name as Linux reports it."
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:

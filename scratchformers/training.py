@@ -6,7 +6,7 @@
 __all__ = ['PRECISIONS', 'CHECKPOINT_NAME', 'RESUMABLE_CHANGES', 'TINY_SCALE', 'BERT_PRESETS', 'GPT2_PRESETS', 'TrainConfig',
            'decay_split', 'make_optimizer', 'lr_factor', 'warmup_length', 'planned_lr_factor', 'make_scheduler',
            'SkipSampler', 'make_loader', 'DistInfo', 'init_distributed', 'resolve_device', 'mean_over_ranks',
-           'unwrap_model', 'clean_state_dict', 'wrap_model', 'to_device', 'fast_bf16', 'resolve_precision',
+           'unwrap_model', 'clean_state_dict', 'wrap_model', 'to_device', 'cpu_model', 'fast_bf16', 'resolve_precision',
            'precision_report', 'autocast', 'seed_everything', 'rng_state', 'set_rng_state', 'gather_rng_states',
            'forward_backward', 'evaluate', 'bert_pretraining_metrics', 'unigram_cross_entropy', 'TrainState',
            'save_checkpoint', 'read_checkpoint', 'check_same_run', 'restore_checkpoint', 'load_checkpoint',
@@ -262,6 +262,13 @@ def _cpu_flags() -> set[str]:
     try: text = Path("/proc/cpuinfo").read_text()
     except OSError: return set()
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+def cpu_model() -> str:
+    "The CPU's model name as Linux reports it in /proc/cpuinfo ('unknown' elsewhere)."
+    try: text = Path("/proc/cpuinfo").read_text()
+    except OSError: return "unknown"
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    return names[0] if names else "unknown"
 
 @lru_cache(maxsize=None)
 def fast_bf16(device_type: str) -> bool:

@@ -15,20 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from scratchformers.training import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "book" / "recorded"
 RUNS = sorted(p.name for p in RECORDED.iterdir() if (p / "run.json").exists()) if RECORDED.exists() else []
 REPLAY_STEPS = 20
-
-
-def _cpu_model() -> str:
-    "The CPU's model name as Linux reports it."
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def test_recorded_runs_exist():
@@ -45,8 +37,8 @@ def test_recorded_runs_exist():
 @pytest.mark.parametrize("name", RUNS)
 def test_recorded_run_replays_bit_for_bit(name, tmp_path):
     run = json.loads((RECORDED / name / "run.json").read_text())
-    if run["cpu"] != _cpu_model():
-        pytest.skip(f"{name} was recorded on a {run['cpu']!r}; this CPU is {_cpu_model()!r}, whose "
+    if run["cpu"] != cpu_model():
+        pytest.skip(f"{name} was recorded on a {run['cpu']!r}; this CPU is {cpu_model()!r}, whose "
                     f"kernels may round differently")
     if run["torch"] != torch.__version__:
         pytest.skip(f"{name} was recorded with torch {run['torch']}; this is {torch.__version__}")
