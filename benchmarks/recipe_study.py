@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from scratchformers import training  # noqa: E402
 from scratchformers.bert import BertConfig, BertForPreTraining  # noqa: E402
+from scratchformers.checks import atomic_write_text  # noqa: E402
 from scratchformers.data import get_scale, prepare_bert_data, prepare_gpt2_data  # noqa: E402
 from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from scratchformers.tokenization import GPT2_EOS  # noqa: E402
@@ -147,12 +148,6 @@ def chars_per_token(data, family: str) -> float:
     return n_chars / n_tokens
 
 
-def _write(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("family", choices=sorted(RECIPES))
@@ -207,7 +202,7 @@ def main(argv=None):
             eval=result.history["eval"], final=result.history["eval"][-1],
             train_loss=[r["loss"] for r in result.history["train"]],
             train_seconds=[round(r["seconds"], 3) for r in result.history["train"]])
-        _write(path, report)
+        atomic_write_text(json.dumps(report, indent=1) + "\n", path)
         final = result.history["eval"][-1]
         shown = {k: round(v, 4) for k, v in final.items() if k != "step"}
         print(f"{name:24} {steps:5d} steps  {result.state.seconds / 60:5.2f} CPU min  {shown}", flush=True)
