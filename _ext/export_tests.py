@@ -119,7 +119,7 @@ def export(root: Path, check: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if tests/ differs")
     p.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
                    help="the project (holding book/ and tests/); default: this file's project")

@@ -30,7 +30,7 @@ def rust_merges(tok):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-reviews", type=int, default=4000, help="training reviews to learn from (at most 22,500)")
     p.add_argument("--vocab-size", type=int, default=5000, help="vocabulary size, <|endoftext|> included")
     p.add_argument("--min-frequency", type=int, default=2)

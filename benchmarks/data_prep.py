@@ -88,7 +88,7 @@ def collate_speed(data, n_batches, batch_size=32):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", default="full", help="pocket or full (default)")
     p.add_argument("--n-reviews", type=int, default=None, help="override the scale's number of reviews")
     p.add_argument("--max-length", type=int, default=128, help="BERT input length")

@@ -30,7 +30,7 @@ from scratchformers.gpt2 import GPT2LMHeadModel
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--new-tokens", type=int, default=200, help="tokens to generate per run")
     p.add_argument("--prompt-len", type=int, default=16, help="tokens in each prompt")
     p.add_argument("--batch", type=int, default=1, help="prompts decoded together")

@@ -149,7 +149,7 @@ def chars_per_token(data, family: str) -> float:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("family", choices=sorted(RECIPES))
     ap.add_argument("--budget", type=float, default=3.0, help="CPU minutes of training per recipe")
     ap.add_argument("--threads", type=int, default=1)

@@ -42,7 +42,7 @@ def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sample-tokens", type=int, default=60, help="tokens per GPT-2 sample")
