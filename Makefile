@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # tqdm.auto's notice that ipywidgets is absent (it falls back to text bars, which the book shows)
 export PYTHONWARNINGS := ignore:IProgress not found
 
-.PHONY: setup chromium export nbdev-test book test clean
+.PHONY: setup chromium export fmt lint nbdev-test book test clean
 
 ## setup: a virtual environment with the pinned toolchain and the library installed editable
 setup: $(STAMP)
@@ -32,10 +32,23 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
 
-## export: regenerate the package and the tests (tests/*.py, from `#| test_file` cells)
+## export: regenerate the package and the tests (tests/*.py, from `#| test_file` cells);
+## ruff formats the package as it formats the cells (nbdev's `__all__` lines are 120 wide)
 export: $(STAMP)
 	$(BIN)/nbdev_export
+	$(BIN)/ruff format --quiet scratchformers
 	$(BIN)/python _ext/export_tests.py
+
+## fmt: fit the notebooks, benchmarks and _ext to 80 columns (_ext/fit_page.py), then export
+fmt: $(STAMP)
+	$(BIN)/python _ext/fit_page.py
+	$(BIN)/nbdev_clean
+	$(MAKE) export
+
+## lint: what tests/test_style.py checks
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## nbdev-test: run every chapter as a test (cells flagged `#| slow` are left to the book build)
 nbdev-test: $(STAMP)

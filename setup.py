@@ -1,4 +1,6 @@
-"""Packaging for scratchformers: every field comes from settings.ini (nbdev 2's config)."""
+"""Packaging for scratchformers: every field comes from settings.ini (nbdev 2's
+config)."""
+
 from configparser import ConfigParser
 
 from setuptools import find_packages, setup
@@ -7,11 +9,23 @@ cfg = ConfigParser(delimiters=["="])
 cfg.read("settings.ini", encoding="utf-8")
 cfg = cfg["DEFAULT"]
 
-# the trove statuses by their number: settings.ini's `status = 3` is "3 - Alpha", as in nbdev's template
-STATUSES = {int(s[0]): s for s in ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta",
-                                   "5 - Production/Stable", "6 - Mature", "7 - Inactive"]}
-# the package index shows README.md down to this marker: what the library is, how to install and use it
-# (the contributors' part below it, the make commands, is for a checkout)
+# the trove statuses by their number: settings.ini's `status = 3` is "3 -
+# Alpha", as in nbdev's template
+STATUSES = {
+    int(s[0]): s
+    for s in [
+        "1 - Planning",
+        "2 - Pre-Alpha",
+        "3 - Alpha",
+        "4 - Beta",
+        "5 - Production/Stable",
+        "6 - Mature",
+        "7 - Inactive",
+    ]
+}
+# the package index shows README.md down to this marker: what the library is,
+# how to install and use it (the contributors' part below it, the make commands,
+# is for a checkout)
 README_END = "<!-- end of the package description -->"
 
 
@@ -46,7 +60,10 @@ setup(
     include_package_data=True,
     python_requires=">=" + cfg["min_python"],
     install_requires=requirements,
-    extras_require={"train": train, "dev": train + cfg["dev_requirements"].split()},
+    extras_require={
+        "train": train,
+        "dev": train + cfg["dev_requirements"].split(),
+    },
     entry_points={
         "console_scripts": cfg["console_scripts"].split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

@@ -1,11 +1,13 @@
 """Make myst-nb's `{nb-exec-table}` readable on the front page.
 
-The table myst-nb builds names each notebook by its document path (`book/06_training`) and has
-columns a reader has no use for (the file's modification time, the execution method). Once the
-table is resolved, this extension names each notebook by its title, links it as before, and keeps
-only the run time and whether the run succeeded. The numbers themselves are myst-nb's, measured
-by the build.
+The table myst-nb builds names each notebook by its document path
+(`book/06_training`) and has columns a reader has no use for (the file's
+modification time, the execution method). Once the table is resolved, this
+extension names each notebook by its title, links it as before, and keeps only
+the run time and whether the run succeeded. The numbers themselves are
+myst-nb's, measured by the build.
 """
+
 from __future__ import annotations
 
 from docutils import nodes
@@ -18,12 +20,17 @@ _RENAME = {"Document": "Chapter", "Run Time (s)": "Run time (s)"}
 
 def _is_exec_table(table: nodes.table) -> bool:
     head = table.next_node(nodes.thead)
-    return head is not None and "Run Time (s)" in [e.astext() for e in head.findall(nodes.entry)]
+    return head is not None and "Run Time (s)" in [
+        e.astext() for e in head.findall(nodes.entry)
+    ]
 
 
 def _tidy(table: nodes.table, titles: dict) -> None:
     tgroup = table.next_node(nodes.tgroup)
-    header = [e.astext() for e in table.next_node(nodes.thead).next_node(nodes.row).children]
+    header = [
+        e.astext()
+        for e in table.next_node(nodes.thead).next_node(nodes.row).children
+    ]
     drop = [i for i, name in enumerate(header) if name in _DROP]
     for row in tgroup.findall(nodes.row):
         for i in reversed(drop):
@@ -46,7 +53,8 @@ def _tidy(table: nodes.table, titles: dict) -> None:
 
 
 def tidy_exec_tables(app, doctree: nodes.document, docname: str) -> None:
-    """`doctree-resolved` handler: tidy every execution-statistics table of the page."""
+    """`doctree-resolved` handler: tidy every execution-statistics table of the
+    page."""
     for table in list(doctree.findall(nodes.table)):
         if _is_exec_table(table):
             _tidy(table, app.env.titles)

@@ -249,7 +249,11 @@ def _split_string(text: str, first: int, width: int) -> list[str] | None:
     pieces, start, room = [], 0, first
     while True:
         over = len(body) - start + len(prefix) + 2 > room
-        fits = [p for p in points if p > start and p - start + len(prefix) + 2 <= room]
+        fits = [
+            p
+            for p in points
+            if p > start and p - start + len(prefix) + 2 <= room
+        ]
         later = [p for p in points if p > start]
         if not over or not later:
             pieces.append(body[start:])
@@ -261,7 +265,11 @@ def _split_string(text: str, first: int, width: int) -> list[str] | None:
         return None
 
     def lit(piece: str) -> str:
-        pre = prefix if (not f or re.search(r"[{}]", piece)) else re.sub("[fF]", "", prefix)
+        pre = (
+            prefix
+            if (not f or re.search(r"[{}]", piece))
+            else re.sub("[fF]", "", prefix)
+        )
         return pre + quote + piece + quote
 
     return [lit(p) for p in pieces]
@@ -273,8 +281,11 @@ def _fix_string(lines, i, toks, sig, depth_at) -> bool:
     strings = [
         t
         for t in toks
-        if t.type == tk.STRING and t.start[0] == row and t.end[0] == row
-        and len(t.string) > 12 and " " in t.string
+        if t.type == tk.STRING
+        and t.start[0] == row
+        and t.end[0] == row
+        and len(t.string) > 12
+        and " " in t.string
     ]
     for t in sorted(strings, key=lambda t: -len(t.string)):
         line = lines[i]
@@ -354,8 +365,8 @@ def _fix_docstring(lines, i, t) -> bool:
 
 
 def _import_lines(lines, tree_, toks) -> bool:
-    """A `from scratchformers.x import ...` on several lines or too long: one-line
-    imports that fit (nbdev makes only those relative)."""
+    """A `from scratchformers.x import ...` on several lines or too long:
+    one-line imports that fit (nbdev makes only those relative)."""
     comments = {t.start[0] for t in toks if t.type == tk.COMMENT}
     for node in tree_.body:
         rows = range(node.lineno, node.end_lineno + 1)
@@ -369,7 +380,9 @@ def _import_lines(lines, tree_, toks) -> bool:
         ):
             continue
         head = f"from {node.module} import "
-        names = [a.name + (f" as {a.asname}" if a.asname else "") for a in node.names]
+        names = [
+            a.name + (f" as {a.asname}" if a.asname else "") for a in node.names
+        ]
         out, cur = [], []
         for n in names:
             if cur and len(head + ", ".join(cur + [n])) > WIDTH:
@@ -480,19 +493,35 @@ def _ruff(units: list[Unit], templates: dict[str, dict]) -> None:
             if us[0].notebook:
                 nb = dict(templates[us[0].where.split(":")[0]])
                 nb["cells"] = [
-                    {"cell_type": "code", "source": u.new, "metadata": {},
-                     "outputs": [], "execution_count": None}
+                    {
+                        "cell_type": "code",
+                        "source": u.new,
+                        "metadata": {},
+                        "outputs": [],
+                        "execution_count": None,
+                    }
                     for u in us
                 ]
                 path.write_text(json.dumps(nb), encoding="utf-8")
             else:
                 path.write_text(us[0].new, encoding="utf-8")
         cfg = ["--config", str(ROOT / "pyproject.toml"), "--no-cache"]
-        fix = ["check", "--fix-only", "--select", "E401", "--quiet", "--exit-zero"]
+        fix = [
+            "check",
+            "--fix-only",
+            "--select",
+            "E401",
+            "--quiet",
+            "--exit-zero",
+        ]
         for cmd in (fix, ["format", "--quiet"]):
-            r = subprocess.run([RUFF, *cmd, *cfg, tmp], capture_output=True, text=True)
+            r = subprocess.run(
+                [RUFF, *cmd, *cfg, tmp], capture_output=True, text=True
+            )
             if r.returncode:
-                raise SystemExit(f"fit_page: ruff {cmd[0]} failed:\n{r.stderr}{r.stdout}")
+                raise SystemExit(
+                    f"fit_page: ruff {cmd[0]} failed:\n{r.stderr}{r.stdout}"
+                )
         for path, us in files.items():
             if us[0].notebook:
                 cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -503,7 +532,7 @@ def _ruff(units: list[Unit], templates: dict[str, dict]) -> None:
                 us[0].new = path.read_text(encoding="utf-8")
 
 
-# ---- driving it ----------------------------------------------------------------
+# ---- driving it --------------------------------------------------------------
 
 
 def _units(paths: list[Path]) -> tuple[list[Unit], dict[str, dict]]:
@@ -539,7 +568,9 @@ def _write(paths: list[Path], units: list[Unit]) -> list[str]:
                     c["source"] = u.new.splitlines(keepends=True)
                     dirty = True
             if dirty:
-                text = json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False)
+                text = json.dumps(
+                    nb, sort_keys=True, indent=1, ensure_ascii=False
+                )
                 _atomic(p, text + "\n")
                 changed.append(rel)
         else:
@@ -581,7 +612,9 @@ def verify(units: list[Unit]) -> list[str]:
         if not same:
             bad.append(f"{u.where}: {why}; left unchanged")
             u.new = u.source
-        elif tree(u.source, u.notebook, False) != tree(u.new, u.notebook, False):
+        elif tree(u.source, u.notebook, False) != tree(
+            u.new, u.notebook, False
+        ):
             u.docstrings.append(u.where)
     return bad
 
@@ -591,14 +624,23 @@ def leftovers(units: list[Unit]) -> list[str]:
     for u in units:
         for n, line in enumerate(u.new.split("\n"), 1):
             if len(line) > WIDTH:
-                out.append(f"{u.where}:line {n}: {len(line)} chars: {line.strip()[:60]}")
+                out.append(
+                    f"{u.where}:line {n}: {len(line)} chars: "
+                    f"{line.strip()[:60]}"
+                )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("paths", nargs="*", type=Path, help="default: " + " ".join(DEFAULT))
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change")
+    p.add_argument(
+        "paths", nargs="*", type=Path, help="default: " + " ".join(DEFAULT)
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if anything would change",
+    )
     args = p.parse_args(argv)
     paths = args.paths or sorted(f for g in DEFAULT for f in ROOT.glob(g))
     units, templates = _units(paths)

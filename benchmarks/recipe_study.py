@@ -1,20 +1,24 @@
-"""Which pocket recipe learns most per CPU minute? Train several recipes at the same CPU budget.
+"""Which pocket recipe learns most per CPU minute? Train several recipes at the
+same CPU budget.
 
-Every recipe trains the pocket model family on the pocket data (chapter 2's cache) for as many
-steps as fit in `--budget` CPU minutes, with a learning-rate schedule planned for exactly those
-steps (a short probe measures the CPU seconds per step first). Time is the CPU time of this
-process (`time.process_time`), not the wall clock, so a recipe's result does not depend on what
-else the machine was doing; run with `--threads 1` and the CPU time equals the wall time of an
-otherwise idle core. Evaluations (on a fixed slice of the held-out data) are included in the time.
+Every recipe trains the pocket model family on the pocket data (chapter 2's
+cache) for as many steps as fit in `--budget` CPU minutes, with a learning-rate
+schedule planned for exactly those steps (a short probe measures the CPU seconds
+per step first). Time is the CPU time of this process (`time.process_time`), not
+the wall clock, so a recipe's result does not depend on what else the machine
+was doing; run with `--threads 1` and the CPU time equals the wall time of an
+otherwise idle core. Evaluations (on a fixed slice of the held-out data) are
+included in the time.
 
     python benchmarks/recipe_study.py gpt2 --budget 3 --out book/recorded/recipe-study
     python benchmarks/recipe_study.py bert --budget 4 --out book/recorded/recipe-study
     python benchmarks/recipe_study.py gpt2 --only baseline lr-2e-3   # some recipes only
 
-Writes `<out>/<family>.json` (after every recipe, atomically): for each recipe its settings, the
-steps it got, its evaluation history against CPU seconds and its final held-out metrics, plus the
-machine, torch version and command.
+Writes `<out>/<family>.json` (after every recipe, atomically): for each recipe
+its settings, the steps it got, its evaluation history against CPU seconds and
+its final held-out metrics, plus the machine, torch version and command.
 """
+
 import argparse
 import json
 import os
@@ -37,108 +41,202 @@ from scratchformers.data import get_scale, prepare_bert_data, prepare_gpt2_data 
 from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from scratchformers.tokenization import GPT2_EOS  # noqa: E402
 from scratchformers.training import (  # noqa: E402
-    BERT_PRESETS, GPT2_PRESETS, TrainConfig, bert_pretraining_metrics, count_parameters,
-    cpu_model, recipe_config, train)
+    BERT_PRESETS,
+    GPT2_PRESETS,
+    bert_pretraining_metrics,
+    count_parameters,
+    cpu_model,
+    recipe_config,
+    train,
+)
 
-# Each recipe: what it changes from the current pocket preset (TrainConfig fields under "train",
-# model config fields under "model"), and why it is worth trying.
+# Each recipe: what it changes from the current pocket preset (TrainConfig
+# fields under "train", model config fields under "model"), and why it is worth
+# trying.
 RECIPES = {
     "gpt2": {
-        "baseline": dict(why="the pocket preset as it was (lr 1e-3, batch 4, 4 x 256)"),
+        "baseline": dict(
+            why="the pocket preset as it was (lr 1e-3, batch 4, 4 x 256)"
+        ),
         "lr-2e-3": dict(train=dict(lr=2e-3), why="twice the learning rate"),
         "lr-5e-4": dict(train=dict(lr=5e-4), why="half the learning rate"),
-        "lr-3e-3-batch-8": dict(train=dict(lr=3e-3, batch_size=8),
-                                why="larger batches, fewer steps, higher lr"),
-        "batch-2": dict(train=dict(lr=1e-3, batch_size=2, warmup_steps=100),
-                        why="smaller batches, more steps"),
-        "2-layers": dict(train=dict(lr=2e-3), model=dict(n_layer=2),
-                         why="half the depth: more steps per minute"),
-        "6x192": dict(train=dict(lr=2e-3), model=dict(n_layer=6, n_embd=192, n_head=4),
-                      why="deeper and narrower"),
-        "lr-2e-3-no-decay-end": dict(train=dict(lr=2e-3, min_lr_ratio=0.0, warmup_steps=20),
-                                     why="short warm-up, cosine all the way to 0"),
-        "4x128": dict(train=dict(lr=2e-3), model=dict(n_embd=128, n_head=2),
-                      why="half the width: a quarter of the work per layer"),
-        "4x128-lr-1e-3": dict(train=dict(lr=1e-3), model=dict(n_embd=128, n_head=2),
-                              why="half the width at the baseline lr"),
-        "vocab-4096": dict(data=dict(gpt2_vocab_size=4096),
-                           why="a BPE of 4,096 pieces: a cheaper output layer, shorter tokens"),
-        "vocab-2048": dict(data=dict(gpt2_vocab_size=2048),
-                           why="a BPE of 2,048 pieces"),
+        "lr-3e-3-batch-8": dict(
+            train=dict(lr=3e-3, batch_size=8),
+            why="larger batches, fewer steps, higher lr",
+        ),
+        "batch-2": dict(
+            train=dict(lr=1e-3, batch_size=2, warmup_steps=100),
+            why="smaller batches, more steps",
+        ),
+        "2-layers": dict(
+            train=dict(lr=2e-3),
+            model=dict(n_layer=2),
+            why="half the depth: more steps per minute",
+        ),
+        "6x192": dict(
+            train=dict(lr=2e-3),
+            model=dict(n_layer=6, n_embd=192, n_head=4),
+            why="deeper and narrower",
+        ),
+        "lr-2e-3-no-decay-end": dict(
+            train=dict(lr=2e-3, min_lr_ratio=0.0, warmup_steps=20),
+            why=("short warm-up, cosine all the way to 0"),
+        ),
+        "4x128": dict(
+            train=dict(lr=2e-3),
+            model=dict(n_embd=128, n_head=2),
+            why="half the width: a quarter of the work per layer",
+        ),
+        "4x128-lr-1e-3": dict(
+            train=dict(lr=1e-3),
+            model=dict(n_embd=128, n_head=2),
+            why="half the width at the baseline lr",
+        ),
+        "vocab-4096": dict(
+            data=dict(gpt2_vocab_size=4096),
+            why=(
+                "a BPE of 4,096 pieces: a cheaper output layer, shorter tokens"
+            ),
+        ),
+        "vocab-2048": dict(
+            data=dict(gpt2_vocab_size=2048), why="a BPE of 2,048 pieces"
+        ),
     },
     "bert": {
-        "baseline": dict(why="the pocket preset as it was (lr 5e-4, batch 16, 4 x 256)"),
-        "lr-1e-3-warm-10%": dict(train=dict(lr=1e-3, warmup_ratio=0.1),
-                                 why="twice the lr with a longer warm-up"),
-        "batch-8": dict(train=dict(batch_size=8), why="smaller batches, more steps"),
-        "batch-32-lr-1e-3": dict(train=dict(batch_size=32, lr=1e-3),
-                                 why="larger batches, fewer steps, higher lr"),
-        "2-layers": dict(train=dict(lr=1e-3), model=dict(num_hidden_layers=2),
-                         why="half the depth: more steps per minute"),
-        "betas-0.98": dict(train=dict(lr=1e-3, adam_betas=(0.9, 0.98), warmup_ratio=0.06),
-                           why="RoBERTa's Adam beta2 0.98 and 6 % warm-up"),
+        "baseline": dict(
+            why="the pocket preset as it was (lr 5e-4, batch 16, 4 x 256)"
+        ),
+        "lr-1e-3-warm-10%": dict(
+            train=dict(lr=1e-3, warmup_ratio=0.1),
+            why="twice the lr with a longer warm-up",
+        ),
+        "batch-8": dict(
+            train=dict(batch_size=8), why="smaller batches, more steps"
+        ),
+        "batch-32-lr-1e-3": dict(
+            train=dict(batch_size=32, lr=1e-3),
+            why="larger batches, fewer steps, higher lr",
+        ),
+        "2-layers": dict(
+            train=dict(lr=1e-3),
+            model=dict(num_hidden_layers=2),
+            why="half the depth: more steps per minute",
+        ),
+        "betas-0.98": dict(
+            train=dict(lr=1e-3, adam_betas=(0.9, 0.98), warmup_ratio=0.06),
+            why="RoBERTa's Adam beta2 0.98 and 6 % warm-up",
+        ),
         "lr-7e-4": dict(train=dict(lr=7e-4), why="a little more learning rate"),
-        "4x128": dict(train=dict(lr=1e-3, warmup_ratio=0.1),
-                      model=dict(hidden_size=128, num_attention_heads=2, intermediate_size=512),
-                      why="half the width: a quarter of the work per layer"),
-        "4x128-batch-8": dict(train=dict(lr=1e-3, warmup_ratio=0.1, batch_size=8),
-                              model=dict(hidden_size=128, num_attention_heads=2, intermediate_size=512),
-                              why="half the width, smaller batches"),
+        "4x128": dict(
+            train=dict(lr=1e-3, warmup_ratio=0.1),
+            model=dict(
+                hidden_size=128, num_attention_heads=2, intermediate_size=512
+            ),
+            why="half the width: a quarter of the work per layer",
+        ),
+        "4x128-batch-8": dict(
+            train=dict(lr=1e-3, warmup_ratio=0.1, batch_size=8),
+            model=dict(
+                hidden_size=128, num_attention_heads=2, intermediate_size=512
+            ),
+            why="half the width, smaller batches",
+        ),
     },
 }
-EVALS = 6             # evaluations per recipe, evenly spaced
-EVAL_BATCHES = 12     # held-out batches per evaluation (the same ones every time)
+EVALS = 6  # evaluations per recipe, evenly spaced
+# held-out batches per evaluation (the same ones every time)
+EVAL_BATCHES = 12
 
 
 def cpu_clock():
-    "A stand-in for the `time` module whose perf_counter is this process's CPU time."
-    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    """A stand-in for the `time` module whose perf_counter is this process's CPU
+    time."""
+    clock = types.SimpleNamespace(
+        **{k: getattr(time, k) for k in dir(time) if not k.startswith("_")}
+    )
     clock.perf_counter = time.process_time
     return clock
 
 
 def make_model(family: str, data, model_overrides: dict):
-    "A fresh pocket model of `family` (seed 0) with the preset's and the recipe's config changes."
+    """A fresh pocket model of `family` (seed 0) with the preset's and the
+    recipe's config changes."""
     presets = GPT2_PRESETS if family == "gpt2" else BERT_PRESETS
     kw = {**presets["pocket"].model_overrides, **model_overrides}
     torch.manual_seed(0)
     vocab = data.tokenizer.get_vocab_size()
     if family == "gpt2":
         eos = data.tokenizer.token_to_id(GPT2_EOS)
-        return GPT2LMHeadModel(GPT2Config.pocket(vocab_size=vocab, bos_token_id=eos, eos_token_id=eos, **kw))
+        return GPT2LMHeadModel(
+            GPT2Config.pocket(
+                vocab_size=vocab, bos_token_id=eos, eos_token_id=eos, **kw
+            )
+        )
     return BertForPreTraining(BertConfig.pocket(vocab_size=vocab, **kw))
 
 
 def run(family: str, data, valid, recipe: dict, steps: int, eval_every: int):
     "Train one recipe for `steps` steps; the TrainResult."
     presets = GPT2_PRESETS if family == "gpt2" else BERT_PRESETS
-    cfg = recipe_config(presets["pocket"], None, dict(
-        max_steps=steps, eval_every=eval_every, eval_batches=EVAL_BATCHES, progress=False,
-        checkpoint_minutes=0, **recipe.get("train", {})))
+    cfg = recipe_config(
+        presets["pocket"],
+        None,
+        dict(
+            max_steps=steps,
+            eval_every=eval_every,
+            eval_batches=EVAL_BATCHES,
+            progress=False,
+            checkpoint_minutes=0,
+            **recipe.get("train", {}),
+        ),
+    )
     model = make_model(family, data, recipe.get("model", {}))
     if family == "gpt2":
-        return train(model, data.train, cfg, collate_fn=data.collate, eval_data=valid, perplexity=True), cfg
-    return train(model, data.train, cfg, collate_fn=data.collator, eval_data=valid,
-                 metrics_fn=bert_pretraining_metrics, model_kwargs={"labelled_only": True}), cfg
+        return train(
+            model,
+            data.train,
+            cfg,
+            collate_fn=data.collate,
+            eval_data=valid,
+            perplexity=True,
+        ), cfg
+    return train(
+        model,
+        data.train,
+        cfg,
+        collate_fn=data.collator,
+        eval_data=valid,
+        metrics_fn=bert_pretraining_metrics,
+        model_kwargs={"labelled_only": True},
+    ), cfg
 
 
-def seconds_per_step(family, data, valid, recipe, probe_steps: int = 8) -> float:
-    "CPU seconds per optimizer step, from steps 3.. of a short probe run (no evaluation)."
+def seconds_per_step(
+    family, data, valid, recipe, probe_steps: int = 8
+) -> float:
+    """CPU seconds per optimizer step, from steps 3.. of a short probe run (no
+    evaluation)."""
     result, _ = run(family, data, None, recipe, probe_steps + 2, 0)
     t = {r["step"]: r["seconds"] for r in result.history["train"]}
     return (t[probe_steps + 2] - t[2]) / probe_steps
 
 
 def scale_for(recipe: dict):
-    "The pocket data scale, with the recipe's changes (a vocabulary size) under a name of its own."
+    """The pocket data scale, with the recipe's changes (a vocabulary size)
+    under a name of its own."""
     changes = recipe.get("data", {})
-    if not changes: return get_scale("pocket")
-    return replace(get_scale("pocket"), name="pocket-" + "-".join(f"{k}{v}" for k, v in changes.items()),
-                   **changes)
+    if not changes:
+        return get_scale("pocket")
+    return replace(
+        get_scale("pocket"),
+        name="pocket-" + "-".join(f"{k}{v}" for k, v in changes.items()),
+        **changes,
+    )
 
 
 def chars_per_token(data, family: str) -> float:
-    "Characters of the held-out text per token of its tokenization (<|endoftext|> counts as one)."
+    """Characters of the held-out text per token of its tokenization
+    (<|endoftext|> counts as one)."""
     tok, n_chars, n_tokens = data.tokenizer, 0, 0
     eos = tok.token_to_id(GPT2_EOS) if family == "gpt2" else None
     for ids in data.validation["input_ids"]:
@@ -151,61 +249,111 @@ def chars_per_token(data, family: str) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("family", choices=sorted(RECIPES))
-    ap.add_argument("--budget", type=float, default=3.0, help="CPU minutes of training per recipe")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=3.0,
+        help="CPU minutes of training per recipe",
+    )
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=Path("book/recorded/recipe-study"))
-    ap.add_argument("--only", nargs="*", help="recipe names to run (default: all)")
+    ap.add_argument(
+        "--out", type=Path, default=Path("book/recorded/recipe-study")
+    )
+    ap.add_argument(
+        "--only", nargs="*", help="recipe names to run (default: all)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    training.time = cpu_clock()  # the loop's clock: state.seconds and the history count CPU seconds
+    # the loop's clock: state.seconds and the history count CPU seconds
+    training.time = cpu_clock()
     prepare = prepare_gpt2_data if args.family == "gpt2" else prepare_bert_data
     datas = {}
+
     def data_for(recipe):
         scale = scale_for(recipe)
-        if scale.name not in datas: datas[scale.name] = prepare(scale)
+        if scale.name not in datas:
+            datas[scale.name] = prepare(scale)
         return datas[scale.name]
+
     data = data_for({})
-    batch = (GPT2_PRESETS if args.family == "gpt2" else BERT_PRESETS)["pocket"].train["batch_size"]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.family}.json"
     report = json.loads(path.read_text()) if path.exists() else {}
-    command = "python benchmarks/recipe_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/recipe_study.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     meta = report.get("meta", {})
-    commands = meta.get("commands") or ([meta["command"]] if "command" in meta else [])
-    report["meta"] = dict(commands=[*commands, command], budget_cpu_minutes=args.budget, threads=args.threads, torch=torch.__version__,
-                          cpu=cpu_model(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                          precision=training.resolve_precision("auto", "cpu"),
-                          eval_batches=EVAL_BATCHES)
+    commands = meta.get("commands") or (
+        [meta["command"]] if "command" in meta else []
+    )
+    report["meta"] = dict(
+        commands=[*commands, command],
+        budget_cpu_minutes=args.budget,
+        threads=args.threads,
+        torch=torch.__version__,
+        cpu=cpu_model(),
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        precision=training.resolve_precision("auto", "cpu"),
+        eval_batches=EVAL_BATCHES,
+    )
     report.setdefault("recipes", {})
     names = args.only or list(RECIPES[args.family])
-    if args.family == "gpt2":  # a property of the default data, for recipes recorded before it was kept
+    # a property of the default data, for recipes recorded before it was kept
+    if args.family == "gpt2":
         for r in report["recipes"].values():
-            if not r.get("data"): r.setdefault("chars_per_token", chars_per_token(data, args.family))
+            if not r.get("data"):
+                r.setdefault(
+                    "chars_per_token", chars_per_token(data, args.family)
+                )
     for name in names:
         recipe = RECIPES[args.family][name]
         data = data_for(recipe)
         per_step = seconds_per_step(args.family, data, None, recipe)
-        eval_cost = 0.02 * args.budget * 60  # a first guess; evaluations are a few % of the budget
+        # a first guess; evaluations are a few % of the budget
+        eval_cost = 0.02 * args.budget * 60
         steps = max(10, int((args.budget * 60 - eval_cost) / per_step))
         every = max(1, steps // EVALS)
         wall = time.perf_counter()
-        result, cfg = run(args.family, data, data.validation, recipe, steps, every)
+        result, cfg = run(
+            args.family, data, data.validation, recipe, steps, every
+        )
         model = result.model
         report["recipes"][name] = dict(
-            why=recipe["why"], train=recipe.get("train", {}), model=recipe.get("model", {}),
-            data=recipe.get("data", {}), data_digest=data.digest,
-            chars_per_token=chars_per_token(data, args.family) if args.family == "gpt2" else None,
-            parameters=count_parameters(model.config), steps=steps, probe_seconds_per_step=per_step,
-            tokens_per_step=cfg.batch_size * cfg.grad_accum_steps * (data.scale.block_size if args.family == "gpt2"
-                                                                     else data.scale.max_length),
-            cpu_seconds=result.state.seconds, wall_seconds=time.perf_counter() - wall,
-            eval=result.history["eval"], final=result.history["eval"][-1],
+            why=recipe["why"],
+            train=recipe.get("train", {}),
+            model=recipe.get("model", {}),
+            data=recipe.get("data", {}),
+            data_digest=data.digest,
+            chars_per_token=chars_per_token(data, args.family)
+            if args.family == "gpt2"
+            else None,
+            parameters=count_parameters(model.config),
+            steps=steps,
+            probe_seconds_per_step=per_step,
+            tokens_per_step=cfg.batch_size
+            * cfg.grad_accum_steps
+            * (
+                data.scale.block_size
+                if args.family == "gpt2"
+                else data.scale.max_length
+            ),
+            cpu_seconds=result.state.seconds,
+            wall_seconds=time.perf_counter() - wall,
+            eval=result.history["eval"],
+            final=result.history["eval"][-1],
             train_loss=[r["loss"] for r in result.history["train"]],
-            train_seconds=[round(r["seconds"], 3) for r in result.history["train"]])
+            train_seconds=[
+                round(r["seconds"], 3) for r in result.history["train"]
+            ],
+        )
         atomic_write_text(json.dumps(report, indent=1) + "\n", path)
         final = result.history["eval"][-1]
         shown = {k: round(v, 4) for k, v in final.items() if k != "step"}
-        print(f"{name:24} {steps:5d} steps  {result.state.seconds / 60:5.2f} CPU min  {shown}", flush=True)
+        print(
+            f"{name:24} {steps:5d} steps  "
+            f"{result.state.seconds / 60:5.2f} CPU min  {shown}",
+            flush=True,
+        )
         del result, model
     return 0
 

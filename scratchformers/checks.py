@@ -13,30 +13,58 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the annotations name torch; _torch() imports it
+    import torch
 
 # %% auto #0
-__all__ = ['check', 'is_int', 'is_number', 'plain_numbers', 'require_int', 'require_real', 'require_choice', 'check_integer',
-           'check_ids', 'check_input_ids', 'check_same_shape', 'check_mask_values', 'check_labels', 'atomic_path',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'atomic_dir']
+__all__ = [
+    'check',
+    'is_int',
+    'is_number',
+    'plain_numbers',
+    'require_int',
+    'require_real',
+    'require_choice',
+    'check_integer',
+    'check_ids',
+    'check_input_ids',
+    'check_same_shape',
+    'check_mask_values',
+    'check_labels',
+    'atomic_path',
+    'atomic_write_bytes',
+    'atomic_write_text',
+    'atomic_save',
+    'atomic_dir',
+]
+
 
 # %% ../book/00_checks.ipynb #349f56d2
 def _torch():
     "PyTorch, imported on first use."
     import torch
+
     return torch
+
 
 # %% ../book/00_checks.ipynb #b4185969
 def check(ok: bool, msg: str, error: type[Exception] = ValueError):
     "Raise `error(msg)` unless `ok`."
-    if not ok: raise error(msg)
+    if not ok:
+        raise error(msg)
+
 
 def is_int(x) -> bool:
     "True for Python and NumPy integers, but not bools."
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
+
 def is_number(x) -> bool:
     "True for Python and NumPy real numbers (integers included), but not bools."
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
 
 # %% ../book/00_checks.ipynb #30700f6f
 def plain_numbers(obj):
@@ -46,88 +74,167 @@ def plain_numbers(obj):
         if is_number(v) and type(v).__module__ == "numpy":
             object.__setattr__(obj, f.name, v.item())
 
+
 def require_int(obj, name: str, low: int = 1):
     "Raise a ValueError unless field `name` of `obj` is an int >= `low`."
     v = getattr(obj, name)
     what = "a positive integer" if low == 1 else f"an integer >= {low}"
-    check(is_int(v) and v >= low,
-          f"{type(obj).__name__}.{name} must be {what}, got {v!r}")
+    check(
+        is_int(v) and v >= low,
+        f"{type(obj).__name__}.{name} must be {what}, got {v!r}",
+    )
 
-def require_real(obj, name: str, low: float, high: float = math.inf,
-                 low_open: bool = True, high_open: bool = True):
-    "Raise a ValueError unless field `name` of `obj` lies between `low` and `high`."
+
+def require_real(
+    obj,
+    name: str,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = True,
+    high_open: bool = True,
+):
+    """Raise a ValueError unless field `name` of `obj` lies between `low` and
+    `high`."""
     v = getattr(obj, name)
     ok = is_number(v) and math.isfinite(v)
     ok = ok and (v > low if low_open else v >= low)
     ok = ok and (v < high if high_open else v <= high)
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    check(ok, f"{type(obj).__name__}.{name} must be a number in {interval}, got {v!r}")
+    interval = (
+        f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    )
+    check(
+        ok,
+        f"{type(obj).__name__}.{name} must be a number in {interval}, "
+        f"got {v!r}",
+    )
+
 
 def require_choice(obj, name: str, choices):
     "Raise a ValueError unless field `name` of `obj` is one of `choices`."
     v = getattr(obj, name)
-    check(v in choices, f"{type(obj).__name__}.{name}={v!r} is not supported; "
-                        f"choose one of {sorted(choices)}")
+    check(
+        v in choices,
+        f"{type(obj).__name__}.{name}={v!r} is not supported; "
+        f"choose one of {sorted(choices)}",
+    )
+
 
 # %% ../book/00_checks.ipynb #7212ac29
 def check_integer(name: str, t: torch.Tensor, what: str = "ids"):
-    "Raise a TypeError unless `t` holds integers (int64 or int32, as embeddings take)."
+    """Raise a TypeError unless `t` holds integers (int64 or int32, as
+    embeddings take)."""
     torch = _torch()
-    check(t.dtype in (torch.long, torch.int32), f"{name} must hold integer {what} "
-          f"(torch.long), got {t.dtype}; convert with .long()", TypeError)
+    check(
+        t.dtype in (torch.long, torch.int32),
+        f"{name} must hold integer {what} "
+        f"(torch.long), got {t.dtype}; convert with .long()",
+        TypeError,
+    )
 
-def check_ids(name: str, ids: torch.Tensor, size: int, what: str = "the vocabulary"):
-    "Raise a ValueError if `ids` holds a value outside [0, size) (not under compile)."
-    if _torch().compiler.is_compiling(): return  # reading values would break the graph
+
+def check_ids(
+    name: str, ids: torch.Tensor, size: int, what: str = "the vocabulary"
+):
+    """Raise a ValueError if `ids` holds a value outside [0, size) (not under
+    compile)."""
+    # reading values would break the graph
+    if _torch().compiler.is_compiling():
+        return
     if ids.numel() and (ids.min() < 0 or ids.max() >= size):
         bad = ids[(ids < 0) | (ids >= size)].unique()[:5].tolist()
         lo, hi = int(ids.min()), int(ids.max())
-        raise ValueError(f"{name} holds values in [{lo}, {hi}], outside {what} "
-                         f"[0, {size}): {bad}; check that the tokenizer and data match "
-                         "the model's config")
+        raise ValueError(
+            f"{name} holds values in [{lo}, {hi}], outside {what} "
+            f"[0, {size}): {bad}; check that the "
+            "tokenizer and "
+            "data match "
+            "the model's config"
+        )
+
 
 def check_input_ids(input_ids, vocab_size: int) -> torch.Size:
-    "The shape (B, T) of a batch of token ids below `vocab_size`, or a clear error."
+    """The shape (B, T) of a batch of token ids below `vocab_size`, or a clear
+    error."""
     torch = _torch()
     ok = isinstance(input_ids, torch.Tensor)
     ok = ok and input_ids.dtype in (torch.long, torch.int32)
     got = getattr(input_ids, "dtype", type(input_ids))
-    check(ok, f"input_ids must be a LongTensor of integer token ids, got {got}",
-          TypeError)
+    check(
+        ok,
+        f"input_ids must be a LongTensor of integer token ids, got {got}",
+        TypeError,
+    )
     shape = tuple(input_ids.shape)
-    check(input_ids.dim() == 2, f"input_ids must have shape (batch, seq_len), got "
-                                f"{shape}; use input_ids[None] for a single sequence")
-    check(input_ids.size(1) > 0, f"input_ids has no tokens (shape {shape}): "
-                                 "pass at least one token per sequence")
+    check(
+        input_ids.dim() == 2,
+        f"input_ids must have shape (batch, seq_len), got "
+        f"{shape}; use input_ids[None] for a "
+        "single "
+        "sequence",
+    )
+    check(
+        input_ids.size(1) > 0,
+        f"input_ids has no tokens (shape {shape}): "
+        "pass at least one token per sequence",
+    )
     check_ids("input_ids", input_ids, vocab_size)
     return input_ids.shape
 
-def check_same_shape(name: str, t: torch.Tensor | None, input_ids: torch.Tensor,
-                     note: str = ""):  # appended to the message's closing parenthesis
-    "Raise a ValueError if `t` is given and its shape differs from `input_ids`'."
-    check(t is None or t.shape == input_ids.shape,
-          f"{name} has shape {tuple(getattr(t, 'shape', ()))} but input_ids has shape "
-          f"{tuple(input_ids.shape)}; they must match (one value per token{note})")
+
+def check_same_shape(
+    name: str,
+    t: torch.Tensor | None,
+    input_ids: torch.Tensor,
+    # appended to the message's closing parenthesis
+    note: str = "",
+):
+    """Raise a ValueError if `t` is given and its shape differs from
+    `input_ids`'."""
+    check(
+        t is None or t.shape == input_ids.shape,
+        f"{name} has shape {tuple(getattr(t, 'shape', ()))} but "
+        "input_ids "
+        "has shape "
+        f"{tuple(input_ids.shape)}; they must match (one value per "
+        f"token{note})",
+    )
+
 
 def check_mask_values(mask: torch.Tensor, name: str = "attention_mask"):
-    "Raise a ValueError unless `mask` holds only 0 and 1 (not inside torch.compile)."
+    """Raise a ValueError unless `mask` holds only 0 and 1 (not inside
+    torch.compile)."""
     torch = _torch()
-    if torch.compiler.is_compiling() or mask.dtype == torch.bool: return
+    if torch.compiler.is_compiling() or mask.dtype == torch.bool:
+        return
     if ((mask != 0) & (mask != 1)).any():
-        raise ValueError(f"{name} must hold only 0 (padding) and 1 (real token), "
-                         f"got values {mask.unique()[:5].tolist()}")
+        raise ValueError(
+            f"{name} must hold only 0 (padding) and 1 (real token), "
+            f"got values {mask.unique()[:5].tolist()}"
+        )
 
-def check_labels(labels: torch.Tensor, input_ids: torch.Tensor, vocab_size: int,
-                 shifted_by_model: bool = False):  # GPT-2: labels = the input ids
-    "Raise unless `labels` is shaped like `input_ids` and holds token ids or -100."
+
+def check_labels(
+    labels: torch.Tensor,
+    input_ids: torch.Tensor,
+    vocab_size: int,
+    # GPT-2: labels = the input ids
+    shifted_by_model: bool = False,
+):
+    """Raise unless `labels` is shaped like `input_ids` and holds token ids or
+    -100."""
     note = "; the model shifts them itself" if shifted_by_model else ""
     check_same_shape("labels", labels, input_ids, note)
     check_integer("labels", labels, "token ids")
-    if _torch().compiler.is_compiling(): return  # reading values would break the graph
+    # reading values would break the graph
+    if _torch().compiler.is_compiling():
+        return
     bad = ((labels < 0) | (labels >= vocab_size)) & (labels != -100)
     if bad.any():
-        raise ValueError(f"labels must be token ids in [0, {vocab_size}) or -100 (not "
-                         f"predicted), got {labels[bad].unique()[:5].tolist()}")
+        raise ValueError(
+            f"labels must be token ids in [0, {vocab_size}) or -100 (not "
+            f"predicted), got {labels[bad].unique()[:5].tolist()}"
+        )
+
 
 # %% ../book/00_checks.ipynb #391c09b4
 def _umask() -> int:
@@ -136,50 +243,71 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+
 def _fsync_dir(directory: Path):
-    "Make the renames inside `directory` durable (not possible on every platform)."
+    """Make the renames inside `directory` durable (not possible on every
+    platform)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
 
 @contextmanager
 def atomic_path(path):
-    "A temporary path beside `path`, synced and moved onto it when the block succeeds."
+    """A temporary path beside `path`, synced and moved onto it when the block
+    succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
-        with open(tmp, "rb+") as f: os.fsync(f.fileno())  # on disk before the rename
-        os.chmod(tmp, 0o666 & ~_umask())  # the usual mode (mkstemp's is owner-only)
+        # on disk before the rename
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        # the usual mode (mkstemp's is owner-only)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
+
 # %% ../book/00_checks.ipynb #4d2df692
 def atomic_write_bytes(data: bytes, path) -> Path:
-    "Write `data` to `path` atomically: the old file stays until the new one is whole."
-    with atomic_path(path) as tmp: tmp.write_bytes(data)
+    """Write `data` to `path` atomically: the old file stays until the new one
+    is whole."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
+
 
 def atomic_write_text(text: str, path, encoding: str = "utf-8") -> Path:
     "Write `text` to `path` atomically."
     return atomic_write_bytes(text.encode(encoding), path)
 
+
 def atomic_save(obj, path) -> Path:
-    "`torch.save(obj, path)` atomically: a failure or a kill leaves the old file."
-    with atomic_path(path) as tmp: _torch().save(obj, tmp)
+    """`torch.save(obj, path)` atomically: a failure or a kill leaves the old
+    file."""
+    with atomic_path(path) as tmp:
+        _torch().save(obj, tmp)
     return Path(path)
+
 
 # %% ../book/00_checks.ipynb #790b360f
 def atomic_dir(path, write):
-    "Call `write(tmp)` for a new temporary directory beside `path`, then move it there."
+    """Call `write(tmp)` for a new temporary directory beside `path`, then move
+    it there."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -187,9 +315,13 @@ def atomic_dir(path, write):
         write(tmp)
         for f in tmp.rglob("*"):
             if f.is_file():
-                with open(f, "rb+") as fh: os.fsync(fh.fileno())
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError:
-        if not path.exists(): raise  # else another process built it first: keep theirs
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        # else another process built it first: keep theirs
+        if not path.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(path.parent)

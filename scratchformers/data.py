@@ -26,35 +26,74 @@ import pyarrow.compute as pc
 import torch
 from tokenizers import Tokenizer
 
-from .checks import atomic_dir, check, is_int, is_number, plain_numbers
-from .corpus import clean_review, load_imdb, split_by_review, split_sentences
-from .tokenization import BERT_SPECIAL_TOKENS, GPT2_EOS, load_tokenizer, save_tokenizer
+from .checks import atomic_dir, check, is_int, is_number
+from .checks import plain_numbers
+from .corpus import clean_review, load_imdb, split_by_review
+from .corpus import split_sentences
+from .tokenization import BERT_SPECIAL_TOKENS, GPT2_EOS
+from .tokenization import load_tokenizer, save_tokenizer
 from .tokenization import train_bytelevel_bpe, train_wordpiece
 
 # %% auto #0
-__all__ = ['MIN_PAIR_LENGTH', 'SCALES', 'NSP_FEATURES', 'DATA_VERSION', 'check_max_length', 'DataScale', 'get_scale',
-           'load_reviews', 'tokenize_sentences', 'SentenceTable', 'random_segment', 'SegmentPair', 'nsp_pairs',
-           'truncate_pair', 'pair_example', 'build_nsp_examples', 'check_mlm_probability', 'MLMCollator',
-           'pad_bert_batch', 'default_cache_dir', 'BertPretrainingData', 'prepare_bert_data', 'tokenize_documents',
-           'group_windows', 'gpt2_collate', 'GPT2PretrainingData', 'prepare_gpt2_data', 'normalize_whitespace',
-           'read_texts']
+__all__ = [
+    'MIN_PAIR_LENGTH',
+    'SCALES',
+    'NSP_FEATURES',
+    'DATA_VERSION',
+    'check_max_length',
+    'DataScale',
+    'get_scale',
+    'load_reviews',
+    'tokenize_sentences',
+    'SentenceTable',
+    'random_segment',
+    'SegmentPair',
+    'nsp_pairs',
+    'truncate_pair',
+    'pair_example',
+    'build_nsp_examples',
+    'check_mlm_probability',
+    'MLMCollator',
+    'pad_bert_batch',
+    'default_cache_dir',
+    'BertPretrainingData',
+    'prepare_bert_data',
+    'tokenize_documents',
+    'group_windows',
+    'gpt2_collate',
+    'GPT2PretrainingData',
+    'prepare_gpt2_data',
+    'normalize_whitespace',
+    'read_texts',
+]
 
 # %% ../book/02_pretraining_data.ipynb #74016c5c
 MIN_PAIR_LENGTH = 5  # [CLS] A [SEP] B [SEP] with one token in each of A and B
 
+
 def check_max_length(max_length: int) -> int:
     """Refuse a BERT input length that cannot hold `[CLS] A [SEP] B [SEP]`."""
-    check(is_int(max_length) and max_length >= MIN_PAIR_LENGTH,
-          f"max_length={max_length!r} is too small: [CLS] A [SEP] B [SEP] needs 3 special tokens "
-          f"and at least one token in each segment, so max_length must be an int >= {MIN_PAIR_LENGTH}")
+    check(
+        is_int(max_length) and max_length >= MIN_PAIR_LENGTH,
+        f"max_length={max_length!r} is too small: [CLS] A [SEP] B "
+        "[SEP] "
+        "needs 3 special tokens "
+        "and at least one token in each segment, so max_length "
+        "must be an "
+        f"int >= {MIN_PAIR_LENGTH}",
+    )
     return int(max_length)
+
 
 # %% ../book/02_pretraining_data.ipynb #d9e4a997
 @dataclass(frozen=True)
 class DataScale:
-    """How much of IMDb to use, and the sizes of the tokenizers, BERT pairs and GPT-2 windows."""
+    """How much of IMDb to use, and the sizes of the tokenizers, BERT pairs and
+    GPT-2 windows."""
+
     name: str
-    n_reviews: int | None  # reviews used, validation included; None = all 25,000
+    # reviews used, validation included; None = all 25,000
+    n_reviews: int | None
     valid_fraction: float = 0.1  # share of the reviews held out for validation
     bert_vocab_size: int = 30522
     gpt2_vocab_size: int = 50257
@@ -63,109 +102,199 @@ class DataScale:
 
     def __post_init__(self):
         plain_numbers(self)
-        check(self.n_reviews is None or (is_int(self.n_reviews) and self.n_reviews >= 4),
-              f"n_reviews={self.n_reviews!r}: need an int >= 4 (two reviews on each side of the "
-              "split, so a random B segment can come from another review), or None for all")
-        check(is_number(self.valid_fraction) and 0 < self.valid_fraction < 1,
-              f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        check(
+            self.n_reviews is None
+            or (is_int(self.n_reviews) and self.n_reviews >= 4),
+            f"n_reviews={self.n_reviews!r}: need an int >= 4 (two "
+            "reviews "
+            "on each side of the "
+            "split, so a random B segment can come from another "
+            "review), "
+            "or None for all",
+        )
+        check(
+            is_number(self.valid_fraction) and 0 < self.valid_fraction < 1,
+            f"valid_fraction must be in (0, 1), got {self.valid_fraction}",
+        )
         check_max_length(self.max_length)
-        check(is_int(self.block_size) and self.block_size >= 2,
-              f"block_size={self.block_size!r}: a GPT-2 window needs at least 2 tokens")
+        check(
+            is_int(self.block_size) and self.block_size >= 2,
+            f"block_size={self.block_size!r}: a GPT-2 window needs "
+            "at "
+            "least 2 tokens",
+        )
 
     def splits(self) -> dict[str, int] | None:
         """How many reviews each side of the split keeps (None: all of them)."""
-        if self.n_reviews is None: return None
+        if self.n_reviews is None:
+            return None
         n_valid = max(2, round(self.n_reviews * self.valid_fraction))
         return {"train": self.n_reviews - n_valid, "validation": n_valid}
 
+
 SCALES = {
-    "pocket": DataScale("pocket", n_reviews=3800, bert_vocab_size=8192, gpt2_vocab_size=8192, block_size=128),
+    "pocket": DataScale(
+        "pocket",
+        n_reviews=3800,
+        bert_vocab_size=8192,
+        gpt2_vocab_size=8192,
+        block_size=128,
+    ),
     "full": DataScale("full", n_reviews=None),
 }
 
+
 def get_scale(scale: str | DataScale) -> DataScale:
     """The `DataScale` named `scale` (or `scale` itself)."""
-    if isinstance(scale, DataScale): return scale
-    if scale not in SCALES: raise ValueError(f"unknown scale {scale!r}: choose one of {sorted(SCALES)} or pass a DataScale")
+    if isinstance(scale, DataScale):
+        return scale
+    if scale not in SCALES:
+        raise ValueError(
+            f"unknown scale {scale!r}: choose one of {sorted(SCALES)} or "
+            "pass a DataScale"
+        )
     return SCALES[scale]
+
 
 # %% ../book/02_pretraining_data.ipynb #68d59d45
 @contextmanager
 def _quiet(hide: bool = True):
-    """Hide `datasets`' progress bars inside the block (when `hide`), then restore the previous setting."""
+    """Hide `datasets`' progress bars inside the block (when `hide`), then
+    restore the previous setting."""
     was_hidden = datasets.are_progress_bars_disabled()
-    if hide: datasets.disable_progress_bars()
-    try: yield
+    if hide:
+        datasets.disable_progress_bars()
+    try:
+        yield
     finally:
-        if not was_hidden: datasets.enable_progress_bars()
+        if not was_hidden:
+            datasets.enable_progress_bars()
+
 
 def _small(scale: DataScale) -> bool:
     """Whether `scale` builds in seconds (no progress bars needed)."""
     return scale.n_reviews is not None and scale.n_reviews < 10_000
 
+
 def _sample(ds: datasets.Dataset, n: int, seed: int) -> datasets.Dataset:
     """A seeded random sample of `n` rows of `ds`."""
-    if n > len(ds): raise ValueError(f"asked for {n:,} reviews but only {len(ds):,} are available")
+    if n > len(ds):
+        raise ValueError(
+            f"asked for {n:,} reviews but only {len(ds):,} are available"
+        )
     return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
 
-def load_reviews(scale: str | DataScale = "pocket", seed: int = 0) -> datasets.DatasetDict:
-    """IMDb's train split, split by review (seeded) before anything else, then sampled down to `scale`."""
+
+def load_reviews(
+    scale: str | DataScale = "pocket", seed: int = 0
+) -> datasets.DatasetDict:
+    """IMDb's train split, split by review (seeded) before anything else, then
+    sampled down to `scale`."""
     scale = get_scale(scale)
     imdb = load_imdb("train")
-    imdb = imdb.add_column("review_id", list(range(len(imdb))))  # the review's row in IMDb
-    split = split_by_review(imdb, valid_fraction=scale.valid_fraction, seed=seed)
+    # the review's row in IMDb
+    imdb = imdb.add_column("review_id", list(range(len(imdb))))
+    split = split_by_review(
+        imdb, valid_fraction=scale.valid_fraction, seed=seed
+    )
     sizes = scale.splits()
-    if sizes is None: return split
-    with _quiet(): return datasets.DatasetDict({k: _sample(split[k], n, seed) for k, n in sizes.items()})
+    if sizes is None:
+        return split
+    with _quiet():
+        return datasets.DatasetDict(
+            {k: _sample(split[k], n, seed) for k, n in sizes.items()}
+        )
+
 
 # %% ../book/02_pretraining_data.ipynb #018d0b3a
 def _digest(*parts) -> str:
     """A short stable hash of `parts` (for cache keys and fingerprints)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(parts, sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+
 
 def _tokenizer_digest(tokenizer: Tokenizer) -> str:
     """A hash of everything the tokenizer does (its JSON)."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
 
+
 def _review_ids(batch: dict, indices: list[int]) -> list[int]:
     """The batch's `review_id` column, or the row numbers when it has none."""
     return batch["review_id"] if "review_id" in batch else list(indices)
 
-def tokenize_sentences(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_size: int = 1000,
-                       clean: Callable[[str], str] = clean_review) -> datasets.Dataset:
-    """One row per review: `review_id` and `sentences`, the token ids of each sentence (no special tokens)."""
-    if len(reviews) == 0: raise ValueError("the dataset of reviews is empty: there is nothing to tokenize")
+
+def tokenize_sentences(
+    reviews: datasets.Dataset,
+    tokenizer: Tokenizer,
+    batch_size: int = 1000,
+    clean: Callable[[str], str] = clean_review,
+) -> datasets.Dataset:
+    """One row per review: `review_id` and `sentences`, the token ids of each
+    sentence (no special tokens)."""
+    if len(reviews) == 0:
+        raise ValueError(
+            "the dataset of reviews is empty: there is nothing to tokenize"
+        )
+
     def encode(batch, indices):
         per_review = [split_sentences(clean(t)) for t in batch["text"]]
-        encoded = tokenizer.encode_batch([s for ss in per_review for s in ss], add_special_tokens=False)
+        encoded = tokenizer.encode_batch(
+            [s for ss in per_review for s in ss], add_special_tokens=False
+        )
         out, i = {"review_id": [], "sentences": []}, 0
         for rid, ss in zip(_review_ids(batch, indices), per_review):
-            sentences = [e.ids for e in encoded[i:i + len(ss)] if e.ids]
+            sentences = [e.ids for e in encoded[i : i + len(ss)] if e.ids]
             i += len(ss)
-            if sentences: out["review_id"].append(rid); out["sentences"].append(sentences)  # drop empty reviews
+            # drop empty reviews
+            if sentences:
+                out["review_id"].append(rid)
+                out["sentences"].append(sentences)
         return out
-    features = datasets.Features({"review_id": datasets.Value("int64"),
-                                  "sentences": datasets.List(datasets.List(datasets.Value("int32")))})
-    return reviews.map(encode, batched=True, batch_size=batch_size, with_indices=True, features=features,
-                       remove_columns=reviews.column_names, desc="tokenizing sentences",
-                       new_fingerprint=_digest(reviews._fingerprint, _tokenizer_digest(tokenizer), clean.__name__,
-                                               "sentences"))
+
+    features = datasets.Features(
+        {
+            "review_id": datasets.Value("int64"),
+            "sentences": datasets.List(datasets.List(datasets.Value("int32"))),
+        }
+    )
+    return reviews.map(
+        encode,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        features=features,
+        remove_columns=reviews.column_names,
+        desc="tokenizing sentences",
+        new_fingerprint=_digest(
+            reviews._fingerprint,
+            _tokenizer_digest(tokenizer),
+            clean.__name__,
+            "sentences",
+        ),
+    )
+
 
 # %% ../book/02_pretraining_data.ipynb #08fa1a02
 def _flat(ds: datasets.Dataset, column: str):
     """A list column of `ds` as one pyarrow list array, rows in order."""
-    if ds._indices is not None: ds = ds.flatten_indices()
+    if ds._indices is not None:
+        ds = ds.flatten_indices()
     return ds.data.table.column(column).combine_chunks()
+
 
 def _offsets(arr) -> np.ndarray:
     """A pyarrow list array's offsets, starting at 0."""
     off = np.asarray(arr.offsets, dtype=np.int64)
     return off - off[0]
 
+
 @dataclass
 class SentenceTable:
-    """Every sentence of every review, flat: review r has sentences review_start[r]:review_start[r+1],
-    sentence s has tokens[sentence_start[s]:sentence_start[s+1]]."""
+    """Every sentence of every review, flat: review r has sentences
+    review_start[r]:review_start[r+1], sentence s has
+    tokens[sentence_start[s]:sentence_start[s+1]]."""
+
     tokens: np.ndarray  # (n_tokens,) int32
     sentence_start: np.ndarray  # (n_sentences + 1,)
     review_start: np.ndarray  # (n_reviews + 1,)
@@ -173,44 +302,75 @@ class SentenceTable:
 
     @classmethod
     def from_dataset(cls, ds: datasets.Dataset) -> "SentenceTable":
-        """The table of a `tokenize_sentences` dataset (a copy of its Arrow buffers)."""
+        """The table of a `tokenize_sentences` dataset (a copy of its Arrow
+        buffers)."""
         reviews = _flat(ds, "sentences")  # list<list<int32>>
         sentences = reviews.flatten()
-        return cls(tokens=sentences.flatten().to_numpy(), sentence_start=_offsets(sentences),
-                   review_start=_offsets(reviews), review_id=np.asarray(ds["review_id"]))
+        return cls(
+            tokens=sentences.flatten().to_numpy(),
+            sentence_start=_offsets(sentences),
+            review_start=_offsets(reviews),
+            review_id=np.asarray(ds["review_id"]),
+        )
 
-    def __len__(self): return len(self.review_id)
+    def __len__(self):
+        return len(self.review_id)
 
-    # Python lists for the pairing loop, which indexes them millions of times (NumPy scalars are slow there)
+    # Python lists for the pairing loop, which indexes them millions of times
+    # (NumPy scalars are slow there)
     @cached_property
-    def lengths(self) -> list[int]: return np.diff(self.sentence_start).tolist()
+    def lengths(self) -> list[int]:
+        return np.diff(self.sentence_start).tolist()
+
     @cached_property
-    def sentence_starts(self) -> list[int]: return self.sentence_start.tolist()
+    def sentence_starts(self) -> list[int]:
+        return self.sentence_start.tolist()
+
     @cached_property
-    def review_starts(self) -> list[int]: return self.review_start.tolist()
+    def review_starts(self) -> list[int]:
+        return self.review_start.tolist()
+
 
 # %% ../book/02_pretraining_data.ipynb #fb9ab364
-def _target_length(max_tokens: int, rng: random.Random, short_seq_prob: float) -> int:
-    """BERT's target for a chunk: the maximum, or with probability `short_seq_prob` a random shorter length."""
-    return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+def _target_length(
+    max_tokens: int, rng: random.Random, short_seq_prob: float
+) -> int:
+    """BERT's target for a chunk: the maximum, or with probability
+    `short_seq_prob` a random shorter length."""
+    return (
+        rng.randint(2, max_tokens)
+        if rng.random() < short_seq_prob
+        else max_tokens
+    )
 
-def random_segment(lengths: Sequence[int], review_start: Sequence[int], r: int, target: int,
-                   rng: random.Random) -> tuple[int, int, int]:
-    """Consecutive sentences of a random review other than `r`, from a random sentence on, until `target`
-    tokens: (review, first sentence, end sentence)."""
+
+def random_segment(
+    lengths: Sequence[int],
+    review_start: Sequence[int],
+    r: int,
+    target: int,
+    rng: random.Random,
+) -> tuple[int, int, int]:
+    """Consecutive sentences of a random review other than `r`, from a random
+    sentence on, until `target` tokens: (review, first sentence, end
+    sentence)."""
     other = rng.randrange(len(review_start) - 2)
     other += other >= r  # any review but r
     first, last = review_start[other], review_start[other + 1]
     start = end = rng.randrange(first, last)
     n = 0
     while end < last and (end == start or n < target):
-        n += lengths[end]; end += 1
+        n += lengths[end]
+        end += 1
     return other, start, end
+
 
 # %% ../book/02_pretraining_data.ipynb #0dd42a7d
 @dataclass(frozen=True)
 class SegmentPair:
-    """An NSP pair as sentence spans (absolute sentence indices in a `SentenceTable`)."""
+    """An NSP pair as sentence spans (absolute sentence indices in a
+    `SentenceTable`)."""
+
     review: int
     a_start: int
     a_end: int
@@ -219,12 +379,22 @@ class SegmentPair:
     b_end: int
     is_random: bool  # B comes from another review (NSP label 1)
 
-def nsp_pairs(table: SentenceTable, reviews: Sequence[int], max_length: int, rng: random.Random,
-              short_seq_prob: float = 0.1) -> Iterator[SegmentPair]:
-    """BERT's NSP pairs from `reviews` (positions in `table`): chunks of consecutive sentences cut into A and B."""
-    max_tokens = check_max_length(max_length) - 3  # room for [CLS], [SEP], [SEP]
+
+def nsp_pairs(
+    table: SentenceTable,
+    reviews: Sequence[int],
+    max_length: int,
+    rng: random.Random,
+    short_seq_prob: float = 0.1,
+) -> Iterator[SegmentPair]:
+    """BERT's NSP pairs from `reviews` (positions in `table`): chunks of
+    consecutive sentences cut into A and B."""
+    # room for [CLS], [SEP], [SEP]
+    max_tokens = check_max_length(max_length) - 3
     lengths, review_start = table.lengths, table.review_starts
-    owed = 0  # "B follows" labels owed for one-sentence chunks that had to take a random B
+    # "B follows" labels owed for one-sentence chunks that had to take a random
+    # B
+    owed = 0
     for r in reviews:
         start, last = review_start[r], review_start[r + 1]
         i, n, target = start, 0, _target_length(max_tokens, rng, short_seq_prob)
@@ -233,598 +403,1201 @@ def nsp_pairs(table: SentenceTable, reviews: Sequence[int], max_length: int, rng
             if i == last - 1 or n >= target:
                 size = i + 1 - start  # sentences in the chunk
                 a_end = start + (rng.randint(1, size - 1) if size > 1 else 1)
-                if size == 1: is_random, owed = True, owed + 1
-                elif owed: is_random, owed = False, owed - 1
-                else: is_random = rng.random() < 0.5
+                if size == 1:
+                    is_random, owed = True, owed + 1
+                elif owed:
+                    is_random, owed = False, owed - 1
+                else:
+                    is_random = rng.random() < 0.5
                 if is_random:
                     a_len = sum(lengths[start:a_end])
-                    b = random_segment(lengths, review_start, r, max(1, target - a_len), rng)
-                    i = a_end - 1  # the chunk's unused sentences start the next chunk
-                else: b = (r, a_end, i + 1)
+                    b = random_segment(
+                        lengths, review_start, r, max(1, target - a_len), rng
+                    )
+                    # the chunk's unused sentences start the next chunk
+                    i = a_end - 1
+                else:
+                    b = (r, a_end, i + 1)
                 yield SegmentPair(r, start, a_end, *b, is_random)
-                start, n, target = i + 1, 0, _target_length(max_tokens, rng, short_seq_prob)
+                start, n, target = (
+                    i + 1,
+                    0,
+                    _target_length(max_tokens, rng, short_seq_prob),
+                )
             i += 1
 
+
 # %% ../book/02_pretraining_data.ipynb #075effc5
-def truncate_pair(a: tuple[int, int], b: tuple[int, int], max_tokens: int,
-                  rng: random.Random) -> tuple[tuple[int, int], tuple[int, int]]:
-    """BERT's truncation of token spans `a`, `b` to `max_tokens` in all: the longer loses a token, from its
-    front or back at random, until they fit (B first when they are level)."""
+def truncate_pair(
+    a: tuple[int, int], b: tuple[int, int], max_tokens: int, rng: random.Random
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """BERT's truncation of token spans `a`, `b` to `max_tokens` in all: the
+    longer loses a token, from its front or back at random, until they fit (B
+    first when they are level)."""
     (a0, a1), (b0, b1) = a, b
     la, lb = a1 - a0, b1 - b0
     excess = la + lb - max_tokens
-    if excess <= 0: return a, b
-    level = min(excess, abs(la - lb))  # the longer one alone loses this many, until the two are level
+    if excess <= 0:
+        return a, b
+    # the longer one alone loses this many, until the two are level
+    level = min(excess, abs(la - lb))
     cut_a, cut_b = (level, 0) if la > lb else (0, level)
     rest = excess - level  # then they take turns, B first
     cut_a, cut_b = cut_a + rest // 2, cut_b + (rest + 1) // 2
-    front_a, front_b = (bin(rng.getrandbits(k)).count("1") if k else 0 for k in (cut_a, cut_b))  # fair coin per token
-    return (a0 + front_a, a1 - (cut_a - front_a)), (b0 + front_b, b1 - (cut_b - front_b))
+    # fair coin per token
+    front_a, front_b = (
+        bin(rng.getrandbits(k)).count("1") if k else 0 for k in (cut_a, cut_b)
+    )
+    return (a0 + front_a, a1 - (cut_a - front_a)), (
+        b0 + front_b,
+        b1 - (cut_b - front_b),
+    )
+
 
 # %% ../book/02_pretraining_data.ipynb #56db0c32
-NSP_FEATURES = datasets.Features({
-    "input_ids": datasets.List(datasets.Value("int32")),
-    "token_type_ids": datasets.List(datasets.Value("int8")),
-    "next_sentence_label": datasets.Value("int8"),  # 0: B follows A, 1: B is from another review
-    **{k: datasets.Value("int32") for k in ("review_id", "a_start", "a_end", "b_review_id", "b_start", "b_end")},
-})
+NSP_FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "token_type_ids": datasets.List(datasets.Value("int8")),
+        # 0: B follows A, 1: B is from another review
+        "next_sentence_label": datasets.Value("int8"),
+        **{
+            k: datasets.Value("int32")
+            for k in (
+                "review_id",
+                "a_start",
+                "a_end",
+                "b_review_id",
+                "b_start",
+                "b_end",
+            )
+        },
+    }
+)
+
 
 def _special_id(tokenizer: Tokenizer, token: str, what: str) -> int:
     """The id of `token`, or a clear error when the tokenizer lacks it."""
     i = tokenizer.token_to_id(token)
-    if i is None: raise ValueError(f"the tokenizer has no {token} token, which {what}: train it with chapter 1's "
-                                   f"train_wordpiece (special tokens {BERT_SPECIAL_TOKENS})")
+    if i is None:
+        raise ValueError(
+            f"the tokenizer has no {token} token, which {what}: train it "
+            "with chapter 1's "
+            "train_wordpiece (special tokens "
+            f"{BERT_SPECIAL_TOKENS})"
+        )
     return i
 
-def pair_example(table: SentenceTable, p: SegmentPair, max_length: int, rng: random.Random,
-                 cls_id: int, sep_id: int) -> dict:
-    """The example of pair `p`: `[CLS] A [SEP] B [SEP]` truncated to `max_length`, type ids, label, provenance."""
+
+def pair_example(
+    table: SentenceTable,
+    p: SegmentPair,
+    max_length: int,
+    rng: random.Random,
+    cls_id: int,
+    sep_id: int,
+) -> dict:
+    """The example of pair `p`: `[CLS] A [SEP] B [SEP]` truncated to
+    `max_length`, type ids, label, provenance."""
     ss, rs = table.sentence_starts, table.review_starts
-    a, b = truncate_pair((ss[p.a_start], ss[p.a_end]), (ss[p.b_start], ss[p.b_end]), max_length - 3, rng)
-    A, B = table.tokens[a[0]:a[1]], table.tokens[b[0]:b[1]]
+    a, b = truncate_pair(
+        (ss[p.a_start], ss[p.a_end]),
+        (ss[p.b_start], ss[p.b_end]),
+        max_length - 3,
+        rng,
+    )
+    A, B = table.tokens[a[0] : a[1]], table.tokens[b[0] : b[1]]
     ids = np.concatenate([[cls_id], A, [sep_id], B, [sep_id]]).astype(np.int32)
-    types = np.concatenate([np.zeros(len(A) + 2, np.int8), np.ones(len(B) + 1, np.int8)])
-    return {"input_ids": ids, "token_type_ids": types, "next_sentence_label": int(p.is_random),
-            "review_id": int(table.review_id[p.review]), "a_start": p.a_start - rs[p.review], "a_end": p.a_end - rs[p.review],
-            "b_review_id": int(table.review_id[p.b_review]), "b_start": p.b_start - rs[p.b_review],
-            "b_end": p.b_end - rs[p.b_review]}
+    types = np.concatenate(
+        [np.zeros(len(A) + 2, np.int8), np.ones(len(B) + 1, np.int8)]
+    )
+    return {
+        "input_ids": ids,
+        "token_type_ids": types,
+        "next_sentence_label": int(p.is_random),
+        "review_id": int(table.review_id[p.review]),
+        "a_start": p.a_start - rs[p.review],
+        "a_end": p.a_end - rs[p.review],
+        "b_review_id": int(table.review_id[p.b_review]),
+        "b_start": p.b_start - rs[p.b_review],
+        "b_end": p.b_end - rs[p.b_review],
+    }
+
 
 # %% ../book/02_pretraining_data.ipynb #2f5f50a7
-def build_nsp_examples(tokenized: datasets.Dataset, tokenizer: Tokenizer, max_length: int = 128, seed: int = 0,
-                       short_seq_prob: float = 0.1, batch_size: int = 1000) -> datasets.Dataset:
-    """BERT pretraining examples (NSP pairs, unmasked) from a `tokenize_sentences` dataset."""
+def build_nsp_examples(
+    tokenized: datasets.Dataset,
+    tokenizer: Tokenizer,
+    max_length: int = 128,
+    seed: int = 0,
+    short_seq_prob: float = 0.1,
+    batch_size: int = 1000,
+) -> datasets.Dataset:
+    """BERT pretraining examples (NSP pairs, unmasked) from a
+    `tokenize_sentences` dataset."""
     check_max_length(max_length)
     if len(tokenized) < 2:
-        raise ValueError(f"need at least 2 reviews to build NSP pairs (a random B must come from another review), "
-                         f"got {len(tokenized)}: the dataset is {'empty' if len(tokenized) == 0 else 'too small'}")
-    if not 0 <= short_seq_prob <= 1: raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
+        raise ValueError(
+            "need at least 2 reviews to build NSP pairs (a random B "
+            "must come from another review), "
+            f"got {len(tokenized)}: the dataset is "
+            f"{'empty' if len(tokenized) == 0 else 'too small'}"
+        )
+    if not 0 <= short_seq_prob <= 1:
+        raise ValueError(
+            f"short_seq_prob must be in [0, 1], got {short_seq_prob}"
+        )
     cls_id = _special_id(tokenizer, "[CLS]", "starts every pair")
     sep_id = _special_id(tokenizer, "[SEP]", "ends each segment")
     table = SentenceTable.from_dataset(tokenized)
+
     def pairs(review_ids, indices):
-        rng = random.Random(f"nsp/{seed}/{len(table)}/{indices[0]}")  # seeded per batch: same seed, same pairs
+        # seeded per batch: same seed, same pairs
+        rng = random.Random(f"nsp/{seed}/{len(table)}/{indices[0]}")
         out = {k: [] for k in NSP_FEATURES}
         for p in nsp_pairs(table, indices, max_length, rng, short_seq_prob):
-            for k, v in pair_example(table, p, max_length, rng, cls_id, sep_id).items(): out[k].append(v)
+            for k, v in pair_example(
+                table, p, max_length, rng, cls_id, sep_id
+            ).items():
+                out[k].append(v)
         return out
-    return tokenized.map(pairs, batched=True, batch_size=batch_size, with_indices=True, input_columns=["review_id"],
-                         remove_columns=tokenized.column_names, features=NSP_FEATURES, desc="pairing sentences",
-                         new_fingerprint=_digest(tokenized._fingerprint, max_length, seed, short_seq_prob, "nsp"))
+
+    return tokenized.map(
+        pairs,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        input_columns=["review_id"],
+        remove_columns=tokenized.column_names,
+        features=NSP_FEATURES,
+        desc="pairing sentences",
+        new_fingerprint=_digest(
+            tokenized._fingerprint, max_length, seed, short_seq_prob, "nsp"
+        ),
+    )
+
 
 # %% ../book/02_pretraining_data.ipynb #4c93a65f
 def check_mlm_probability(p: float) -> float:
     """Refuse a masking probability outside (0, 1)."""
-    check(is_number(p) and 0 < p < 1,
-          f"mlm_probability must be in (0, 1) (BERT uses 0.15), got {p!r}")
+    check(
+        is_number(p) and 0 < p < 1,
+        f"mlm_probability must be in (0, 1) (BERT uses 0.15), got {p!r}",
+    )
     return float(p)
 
-class MLMCollator:
-    """Pads BERT examples into a batch and masks them for MLM (15 %; 80 % [MASK], 10 % random, 10 % kept)."""
 
-    def __init__(self, tokenizer: Tokenizer, mlm_probability: float = 0.15, whole_word: bool = False, seed: int = 0,
-                 mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1):
+class MLMCollator:
+    """Pads BERT examples into a batch and masks them for MLM (15 %; 80 %
+    [MASK], 10 % random, 10 % kept)."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        mlm_probability: float = 0.15,
+        whole_word: bool = False,
+        seed: int = 0,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+    ):
         check_mlm_probability(mlm_probability)
-        if not (0 <= mask_replace_prob and 0 <= random_replace_prob and mask_replace_prob + random_replace_prob <= 1):
-            raise ValueError(f"mask_replace_prob={mask_replace_prob} and random_replace_prob={random_replace_prob} "
-                             "must be >= 0 and add up to at most 1")
-        self.mlm_probability, self.whole_word, self.seed = mlm_probability, whole_word, seed
-        self.mask_replace_prob, self.random_replace_prob = mask_replace_prob, random_replace_prob
-        self.mask_id = _special_id(tokenizer, "[MASK]", "MLM puts in place of hidden tokens")
+        if not (
+            0 <= mask_replace_prob
+            and 0 <= random_replace_prob
+            and mask_replace_prob + random_replace_prob <= 1
+        ):
+            raise ValueError(
+                f"mask_replace_prob={mask_replace_prob} and "
+                f"random_replace_prob={random_replace_prob} "
+                "must be >= 0 and add up to at most 1"
+            )
+        self.mlm_probability, self.whole_word, self.seed = (
+            mlm_probability,
+            whole_word,
+            seed,
+        )
+        self.mask_replace_prob, self.random_replace_prob = (
+            mask_replace_prob,
+            random_replace_prob,
+        )
+        self.mask_id = _special_id(
+            tokenizer, "[MASK]", "MLM puts in place of hidden tokens"
+        )
         self.pad_id = _special_id(tokenizer, "[PAD]", "pads batches")
         vocab = tokenizer.get_vocab(with_added_tokens=True)
         size = max(vocab.values()) + 1
-        special = torch.zeros(size, dtype=torch.bool)  # (V,) never chosen, never a replacement
-        special[[i for t, i in vocab.items() if t in BERT_SPECIAL_TOKENS]] = True
-        special[[i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special]] = True
-        self.special, self.ordinary_ids = special, torch.nonzero(~special).flatten()
+        # (V,) never chosen, never a replacement
+        special = torch.zeros(size, dtype=torch.bool)
+        special[[i for t, i in vocab.items() if t in BERT_SPECIAL_TOKENS]] = (
+            True
+        )
+        special[
+            [
+                i
+                for i, t in tokenizer.get_added_tokens_decoder().items()
+                if t.special
+            ]
+        ] = True
+        self.special, self.ordinary_ids = (
+            special,
+            torch.nonzero(~special).flatten(),
+        )
         prefix = getattr(tokenizer.model, "continuing_subword_prefix", "##")
-        self.continuation = torch.zeros(size, dtype=torch.bool)  # (V,) WordPiece pieces that continue a word
-        self.continuation[[i for t, i in vocab.items() if t.startswith(prefix) and len(t) > len(prefix)]] = True
+        # (V,) WordPiece pieces that continue a word
+        self.continuation = torch.zeros(size, dtype=torch.bool)
+        self.continuation[
+            [
+                i
+                for t, i in vocab.items()
+                if t.startswith(prefix) and len(t) > len(prefix)
+            ]
+        ] = True
         self.epoch, self._generators = 0, {}
 
     def set_epoch(self, epoch: int):
-        """Start the seeded masks of `epoch` (each epoch masks differently; the same epoch, identically)."""
+        """Start the seeded masks of `epoch` (each epoch masks differently; the
+        same epoch, identically)."""
         self.epoch, self._generators = epoch, {}
 
     def _generator(self) -> torch.Generator:
-        """This epoch's generator (one per DataLoader worker, so workers do not repeat each other's masks)."""
+        """This epoch's generator (one per DataLoader worker, so workers do not
+        repeat each other's masks)."""
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
         if worker not in self._generators:
-            seed = int(_digest("mlm", self.seed, self.epoch, worker), 16) % 2**63
+            seed = (
+                int(_digest("mlm", self.seed, self.epoch, worker), 16) % 2**63
+            )
             self._generators[worker] = torch.Generator().manual_seed(seed)
         return self._generators[worker]
 
     def state_dict(self) -> dict:
-        """The collator's random state, so a run resumed mid-epoch masks as if it had never stopped."""
-        return {"seed": self.seed, "epoch": self.epoch, "generators": {w: g.get_state() for w, g in self._generators.items()}}
+        """The collator's random state, so a run resumed mid-epoch masks as if
+        it had never stopped."""
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "generators": {
+                w: g.get_state() for w, g in self._generators.items()
+            },
+        }
 
     def load_state_dict(self, state: dict):
         """Restore what `state_dict` saved."""
         self.seed, self.epoch = state["seed"], state["epoch"]
-        self._generators = {w: torch.Generator().set_state(s) for w, s in state["generators"].items()}
+        self._generators = {
+            w: torch.Generator().set_state(s)
+            for w, s in state["generators"].items()
+        }
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        """A padded, masked batch: input_ids, token_type_ids, attention_mask, labels (+ next_sentence_label)."""
+        """A padded, masked batch: input_ids, token_type_ids, attention_mask,
+        labels (+ next_sentence_label)."""
         batch = pad_bert_batch(examples, self.pad_id)
-        batch["input_ids"], batch["labels"] = self.mask_tokens(batch["input_ids"], batch["attention_mask"])
+        batch["input_ids"], batch["labels"] = self.mask_tokens(
+            batch["input_ids"], batch["attention_mask"]
+        )
         return batch
+
 
 # %% ../book/02_pretraining_data.ipynb #b2881b88
 def _as_list(x) -> list[int]:
     """A sequence of ids as a list (from a list, NumPy array or tensor)."""
     return x.tolist() if hasattr(x, "tolist") else list(x)
 
-def pad_bert_batch(examples: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Examples padded to the longest: input_ids, token_type_ids, attention_mask (+ next_sentence_label)."""
-    if len(examples) == 0: raise ValueError("cannot make a batch from an empty list of examples")
+
+def pad_bert_batch(
+    examples: list[dict], pad_id: int = 0
+) -> dict[str, torch.Tensor]:
+    """Examples padded to the longest: input_ids, token_type_ids, attention_mask
+    (+ next_sentence_label)."""
+    if len(examples) == 0:
+        raise ValueError("cannot make a batch from an empty list of examples")
     B, T = len(examples), max(len(ex["input_ids"]) for ex in examples)
-    input_ids = np.full((B, T), pad_id, dtype=np.int64)  # (B, T), filled in NumPy: cheaper than a tensor per row
-    token_type_ids, attention_mask = np.zeros((B, T), dtype=np.int64), np.zeros((B, T), dtype=np.int64)
+    # (B, T), filled in NumPy: cheaper than a tensor per row
+    input_ids = np.full((B, T), pad_id, dtype=np.int64)
+    token_type_ids, attention_mask = (
+        np.zeros((B, T), dtype=np.int64),
+        np.zeros((B, T), dtype=np.int64),
+    )
     for i, ex in enumerate(examples):
         n = len(ex["input_ids"])
         input_ids[i, :n] = _as_list(ex["input_ids"])
-        if "token_type_ids" in ex: token_type_ids[i, :n] = _as_list(ex["token_type_ids"])
+        if "token_type_ids" in ex:
+            token_type_ids[i, :n] = _as_list(ex["token_type_ids"])
         attention_mask[i, :n] = 1
-    batch = {k: torch.from_numpy(v) for k, v in
-             (("input_ids", input_ids), ("token_type_ids", token_type_ids), ("attention_mask", attention_mask))}
+    batch = {
+        k: torch.from_numpy(v)
+        for k, v in (
+            ("input_ids", input_ids),
+            ("token_type_ids", token_type_ids),
+            ("attention_mask", attention_mask),
+        )
+    }
     if "next_sentence_label" in examples[0]:
-        batch["next_sentence_label"] = torch.tensor([int(ex["next_sentence_label"]) for ex in examples])
+        batch["next_sentence_label"] = torch.tensor(
+            [int(ex["next_sentence_label"]) for ex in examples]
+        )
     return batch
+
 
 # %% ../book/02_pretraining_data.ipynb #becda85b
 def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """`table[ids]`, as an `index_select`: far quicker on small batches while other threads are busy."""
+    """`table[ids]`, as an `index_select`: far quicker on small batches while
+    other threads are busy."""
     return table.index_select(0, ids.flatten()).view(ids.shape)
 
+
 def _word_draws(u: torch.Tensor, is_start: torch.Tensor) -> torch.Tensor:
-    """Each token takes the draw `u` of the first piece of its word (`is_start` marks word starts)."""
+    """Each token takes the draw `u` of the first piece of its word (`is_start`
+    marks word starts)."""
     pos = torch.arange(u.shape[1]).expand_as(u)  # (B, T)
-    first = torch.where(is_start, pos, 0).cummax(dim=1).values  # (B, T) the start of each token's word
+    # (B, T) the start of each token's word
+    first = torch.where(is_start, pos, 0).cummax(dim=1).values
     return u.gather(1, first)
 
+
 @torch.no_grad()
-def _mask_tokens(self: MLMCollator, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """Masked input ids and labels (original id where chosen, -100 elsewhere) for a (B, T) batch."""
+def _mask_tokens(
+    self: MLMCollator, input_ids: torch.Tensor, attention_mask: torch.Tensor
+):
+    """Masked input ids and labels (original id where chosen, -100 elsewhere)
+    for a (B, T) batch."""
     g = self._generator()
-    maskable = attention_mask.bool() & ~_lookup(self.special, input_ids)  # (B, T) real, non-special tokens
+    # (B, T) real, non-special tokens
+    maskable = attention_mask.bool() & ~_lookup(self.special, input_ids)
     u = torch.rand(input_ids.shape, generator=g)
-    if self.whole_word: u = _word_draws(u, ~_lookup(self.continuation, input_ids))
+    if self.whole_word:
+        u = _word_draws(u, ~_lookup(self.continuation, input_ids))
     u = u.masked_fill(~maskable, 2.0)
     chosen = u < self.mlm_probability
-    lucky = u == u.amin(dim=1, keepdim=True)  # (B, T) each row's smallest draw (a whole word if whole_word)
-    chosen |= lucky & maskable & ~chosen.any(dim=1, keepdim=True)  # at least one per row
+    # (B, T) each row's smallest draw (a whole word if whole_word)
+    lucky = u == u.amin(dim=1, keepdim=True)
+    # at least one per row
+    chosen |= lucky & maskable & ~chosen.any(dim=1, keepdim=True)
     labels = torch.where(chosen, input_ids, -100)
     r = torch.rand(input_ids.shape, generator=g)
     to_mask = chosen & (r < self.mask_replace_prob)
-    to_random = chosen & (r >= self.mask_replace_prob) & (r < self.mask_replace_prob + self.random_replace_prob)
+    to_random = (
+        chosen
+        & (r >= self.mask_replace_prob)
+        & (r < self.mask_replace_prob + self.random_replace_prob)
+    )
     masked = input_ids.masked_fill(to_mask, self.mask_id)
-    pick = torch.randint(len(self.ordinary_ids), (int(to_random.sum()),), generator=g)
+    pick = torch.randint(
+        len(self.ordinary_ids), (int(to_random.sum()),), generator=g
+    )
     masked[to_random] = self.ordinary_ids.index_select(0, pick)
     return masked, labels
+
 
 MLMCollator.mask_tokens = _mask_tokens
 
 # %% ../book/02_pretraining_data.ipynb #9f37e859
-DATA_VERSION = 2  # part of every cache key: bump it to ignore old caches (2: checksummed entries)
+# part of every cache key: bump it to ignore old caches (2: checksummed entries)
+DATA_VERSION = 2
+
 
 def default_cache_dir() -> Path:
-    """Where prepared data lives: `$SCRATCHFORMERS_CACHE`, else `~/.cache/scratchformers`."""
-    return Path(os.environ.get("SCRATCHFORMERS_CACHE") or Path.home() / ".cache/scratchformers")
+    """Where prepared data lives: `$SCRATCHFORMERS_CACHE`, else
+    `~/.cache/scratchformers`."""
+    return Path(
+        os.environ.get("SCRATCHFORMERS_CACHE")
+        or Path.home() / ".cache/scratchformers"
+    )
+
 
 def _cache_root(cache_dir) -> Path:
     """The cache directory to use, refusing one that is a file."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"the data cache {root} is a file, not a directory: pass another "
-                                 "cache_dir= (or set SCRATCHFORMERS_CACHE), or remove the file")
+        raise NotADirectoryError(
+            f"the data cache {root} is a file, not a directory: pass "
+            "another "
+            "cache_dir= (or set "
+            "SCRATCHFORMERS_CACHE), "
+            "or remove the file"
+        )
     return root
 
+
 def _check_writable(directory: Path):
-    """Refuse, before minutes of work, a cache directory that cannot be written."""
+    """Refuse, before minutes of work, a cache directory that cannot be
+    written."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
-        os.close(fd); os.unlink(probe)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
-        raise PermissionError(f"cannot write prepared data into the cache {directory} "
-                              f"({e.strerror or e}): pass a writable cache_dir= "
-                              "(or set SCRATCHFORMERS_CACHE)") from None
+        raise PermissionError(
+            f"cannot write prepared data into the cache {directory} "
+            f"({e.strerror or e}): pass a writable "
+            "cache_dir= "
+            "(or set SCRATCHFORMERS_CACHE)"
+        ) from None
+
 
 def _atomic_dir(path: Path, write: Callable[[Path], None]):
-    """Run `write` on a fresh temporary directory, then move it to `path` in one step."""
+    """Run `write` on a fresh temporary directory, then move it to `path` in one
+    step."""
     _check_writable(path.parent)  # before minutes of work, not after
     atomic_dir(path, write)  # if another process built it first, theirs is kept
 
+
 def _discard(path: Path, problem: str):
-    """Move a damaged cache entry aside (then delete it), or say which directory to delete."""
+    """Move a damaged cache entry aside (then delete it), or say which directory
+    to delete."""
     print(f"the cached entry {path} is damaged ({problem}): rebuilding it")
     aside = path.parent / f".{path.name}.damaged-{os.getpid()}"
-    try: os.replace(path, aside)
-    except FileNotFoundError: return  # another process moved it already
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return  # another process moved it already
     except OSError as e:
-        raise PermissionError(f"the cached entry {path} is damaged ({problem}) and cannot be "
-                              f"removed ({e.strerror or e}): delete the directory {path} and run "
-                              "again") from None
+        raise PermissionError(
+            f"the cached entry {path} is damaged ({problem}) and cannot "
+            "be "
+            f"removed ({e.strerror or e}): delete "
+            "the "
+            f"directory {path} and run "
+            "again"
+        ) from None
     shutil.rmtree(aside, ignore_errors=True)
+
 
 # %% ../book/02_pretraining_data.ipynb #a7c3e002
 def _file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes."""
-    with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
 
 def _file_list(directory: Path) -> dict[str, list]:
-    """Every file under `directory` but meta.json: relative path -> [size, SHA-256]."""
-    return {p.relative_to(directory).as_posix(): [p.stat().st_size, _file_sha256(p)]
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "meta.json"}
+    """Every file under `directory` but meta.json: relative path -> [size,
+    SHA-256]."""
+    return {
+        p.relative_to(directory).as_posix(): [p.stat().st_size, _file_sha256(p)]
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != "meta.json"
+    }
+
 
 def _id_range(ds: datasets.Dataset) -> tuple[int, int]:
     """The smallest and largest token id in `ds`'s `input_ids`."""
     ids = pc.list_flatten(ds.data.table.column("input_ids"))
-    if len(ids) == 0: return 0, 0
+    if len(ids) == 0:
+        return 0, 0
     mm = pc.min_max(ids)
     return mm["min"].as_py(), mm["max"].as_py()
 
+
 def _files_problem(path: Path, files) -> str | None:
-    """What is wrong with the files of the entry at `path`, as meta.json lists them (or None)."""
-    if not isinstance(files, dict) or not files: return "its meta.json lists no files"
+    """What is wrong with the files of the entry at `path`, as meta.json lists
+    them (or None)."""
+    if not isinstance(files, dict) or not files:
+        return "its meta.json lists no files"
     for name, entry in files.items():
         f = path / name
-        if not (isinstance(entry, list) and len(entry) == 2): return f"bad meta.json entry {name}"
-        if not f.is_file(): return f"{name} is missing"
+        if not (isinstance(entry, list) and len(entry) == 2):
+            return f"bad meta.json entry {name}"
+        if not f.is_file():
+            return f"{name} is missing"
         if f.stat().st_size != entry[0]:
-            return f"{name} has {f.stat().st_size:,} bytes, not {entry[0]:,}: truncated?"
-        if _file_sha256(f) != entry[1]: return f"{name} does not match its checksum: corrupted"
+            return (
+                f"{name} has {f.stat().st_size:,} bytes, not {entry[0]:,}"
+                ": truncated?"
+            )
+        if _file_sha256(f) != entry[1]:
+            return f"{name} does not match its checksum: corrupted"
     return None
 
-def _load_verified(path: Path, vocab_size: int) -> tuple[datasets.DatasetDict, dict] | str:
-    """The splits and meta.json of the cache entry at `path`, or what is wrong with it."""
-    try: meta = json.loads((path / "meta.json").read_text())
-    except FileNotFoundError: return "it has no meta.json: an interrupted or foreign build"
-    except (OSError, ValueError) as e: return f"its meta.json is unreadable: {e}"
-    if not isinstance(meta, dict): return "its meta.json is not an object"
-    problem = _files_problem(path, meta.get("files"))
-    if problem: return problem
+
+def _load_verified(
+    path: Path, vocab_size: int
+) -> tuple[datasets.DatasetDict, dict] | str:
+    """The splits and meta.json of the cache entry at `path`, or what is wrong
+    with it."""
     try:
-        with _quiet(): splits = datasets.load_from_disk(str(path))
-    except Exception as e: return f"datasets cannot read it: {str(e).splitlines()[0][:200]}"
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        return "it has no meta.json: an interrupted or foreign build"
+    except (OSError, ValueError) as e:
+        return f"its meta.json is unreadable: {e}"
+    if not isinstance(meta, dict):
+        return "its meta.json is not an object"
+    problem = _files_problem(path, meta.get("files"))
+    if problem:
+        return problem
+    try:
+        with _quiet():
+            splits = datasets.load_from_disk(str(path))
+    except Exception as e:
+        return f"datasets cannot read it: {str(e).splitlines()[0][:200]}"
     for k, n in meta.get("rows", {}).items():
-        if k not in splits or len(splits[k]) != n: return f"its {k} split lost rows (had {n:,})"
+        if k not in splits or len(splits[k]) != n:
+            return f"its {k} split lost rows (had {n:,})"
     for k, ds in splits.items():
         lo, hi = _id_range(ds)
         if lo < 0 or hi >= vocab_size:
-            return f"its {k} split has token ids outside 0..{vocab_size - 1} ({lo}..{hi})"
+            return (
+                f"its {k} split has token ids outside 0..{vocab_size - 1}"
+                f" ({lo}..{hi})"
+            )
     return splits, meta
 
+
 def _cached_tokenizer(path: Path, train: Callable[[], Tokenizer]) -> Tokenizer:
-    """The tokenizer cached at `path`, trained and saved on first use or when damaged."""
+    """The tokenizer cached at `path`, trained and saved on first use or when
+    damaged."""
     if (path / "tokenizer.json").is_file():
-        try: return load_tokenizer(path)
-        except ValueError as e: _discard(path, str(e))
-    elif path.exists(): _discard(path, "it has no tokenizer.json")
+        try:
+            return load_tokenizer(path)
+        except ValueError as e:
+            _discard(path, str(e))
+    elif path.exists():
+        _discard(path, "it has no tokenizer.json")
     _atomic_dir(path, lambda tmp: save_tokenizer(train(), tmp))
     return load_tokenizer(path)
 
-def _cached_splits(path: Path, build: Callable[[], datasets.DatasetDict], meta: dict,
-                   vocab_size: int) -> tuple[datasets.DatasetDict, dict, str]:
-    """The verified train/validation datasets cached at `path` (built when absent or damaged),
-    their meta.json, and whether they were "loaded from cache", "built" or "rebuilt"."""
+
+def _cached_splits(
+    path: Path,
+    build: Callable[[], datasets.DatasetDict],
+    meta: dict,
+    vocab_size: int,
+) -> tuple[datasets.DatasetDict, dict, str]:
+    """The verified train/validation datasets cached at `path` (built when
+    absent or damaged), their meta.json, and whether they were "loaded from
+    cache", "built" or "rebuilt"."""
     how = "built"
     if path.exists():
         got = _load_verified(path, vocab_size)
-        if not isinstance(got, str): return *got, "loaded from cache"
+        if not isinstance(got, str):
+            return *got, "loaded from cache"
         _discard(path, got)
         how = "rebuilt"
+
     def write(tmp):
         splits = build()
-        with _quiet(): splits.save_to_disk(str(tmp))
+        with _quiet():
+            splits.save_to_disk(str(tmp))
         rows = {k: len(v) for k, v in splits.items()}
-        meta_json = json.dumps({**meta, "rows": rows, "files": _file_list(tmp)}, indent=1)
-        (tmp / "meta.json").write_text(meta_json)  # last: an entry with it is complete
+        meta_json = json.dumps(
+            {**meta, "rows": rows, "files": _file_list(tmp)}, indent=1
+        )
+        # last: an entry with it is complete
+        (tmp / "meta.json").write_text(meta_json)
+
     _atomic_dir(path, write)
     got = _load_verified(path, vocab_size)
     if isinstance(got, str):
-        raise ValueError(f"the data just written to {path} fails its check ({got}): delete the "
-                         f"directory {path}; if it happens again, report it")
+        raise ValueError(
+            f"the data just written to {path} fails its check ({got}): "
+            "delete the "
+            f"directory {path}; if it happens again, report it"
+        )
     return *got, how
+
 
 # %% ../book/02_pretraining_data.ipynb #bad7c822
 class _Batches:
-    """What both prepared-data objects share: `collate` (also `collator`) and `loader`."""
-    def loader(self, split: str = "train", batch_size: int = 32, shuffle: bool | None = None,
-               **kwargs) -> torch.utils.data.DataLoader:
-        """A `DataLoader` over `split` ("train", shuffled, or "validation"), the right collate."""
+    """What both prepared-data objects share: `collate` (also `collator`) and
+    `loader`."""
+
+    def loader(
+        self,
+        split: str = "train",
+        batch_size: int = 32,
+        shuffle: bool | None = None,
+        **kwargs,
+    ) -> torch.utils.data.DataLoader:
+        """A `DataLoader` over `split` ("train", shuffled, or "validation"), the
+        right collate."""
         if split not in ("train", "validation"):
-            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+            raise ValueError(
+                f"split must be 'train' or 'validation', got {split!r}"
+            )
         shuffle = split == "train" if shuffle is None else shuffle
-        return torch.utils.data.DataLoader(getattr(self, split), batch_size=batch_size,
-                                           collate_fn=self.collate, shuffle=shuffle, **kwargs)
+        return torch.utils.data.DataLoader(
+            getattr(self, split),
+            batch_size=batch_size,
+            collate_fn=self.collate,
+            shuffle=shuffle,
+            **kwargs,
+        )
+
 
 @dataclass
 class BertPretrainingData(_Batches):
-    """Everything chapter 6 needs to pretrain BERT: tokenizer, examples, collator, their digest."""
+    """Everything chapter 6 needs to pretrain BERT: tokenizer, examples,
+    collator, their digest."""
+
     tokenizer: Tokenizer
-    train: datasets.Dataset  # input_ids, token_type_ids, next_sentence_label (+ provenance)
+    # input_ids, token_type_ids, next_sentence_label (+ provenance)
+    train: datasets.Dataset
     validation: datasets.Dataset
     collator: MLMCollator
     scale: DataScale
     path: Path | None = None  # the cache directory of the examples
-    digest: str = ""  # tokenizer and examples: checkpoints keep it, a resume compares it
+    # tokenizer and examples: checkpoints keep it, a resume compares it
+    digest: str = ""
 
     @property
-    def collate(self) -> MLMCollator: return self.collator  # both names, as for GPT-2's data
+    # both names, as for GPT-2's data
+    def collate(self) -> MLMCollator:
+        return self.collator
 
-def _texts(reviews: datasets.Dataset, clean: Callable[[str], str] = clean_review) -> Iterator[str]:
+
+def _texts(
+    reviews: datasets.Dataset, clean: Callable[[str], str] = clean_review
+) -> Iterator[str]:
     """The cleaned texts of `reviews` (tokenizer training input)."""
     return (clean(t) for t in reviews["text"])
 
+
 def _code_digest(*functions) -> str:
-    """A hash of the functions' source and DATA_VERSION: changing how documents are loaded,
-    cleaned, split or tokenized invalidates the caches (chapter 2 bumps DATA_VERSION)."""
+    """A hash of the functions' source and DATA_VERSION: changing how documents
+    are loaded, cleaned, split or tokenized invalidates the caches (chapter 2
+    bumps DATA_VERSION)."""
+
     def source(f):
-        try: return inspect.getsource(f)
-        except (OSError, TypeError): return f"{f.__module__}.{f.__qualname__}"
+        try:
+            return inspect.getsource(f)
+        except (OSError, TypeError):
+            return f"{f.__module__}.{f.__qualname__}"
+
     return _digest(DATA_VERSION, *map(source, functions))
 
-def _tokenizer_dir(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int,
-                   root: Path, texts_digest: str | None = None) -> Path:
-    """The cache directory of the tokenizer of `kind` for `scale` and `seed` (and your texts)."""
+
+def _tokenizer_dir(
+    kind: str,
+    train: Callable,
+    vocab_size: int,
+    scale: DataScale,
+    seed: int,
+    root: Path,
+    texts_digest: str | None = None,
+) -> Path:
+    """The cache directory of the tokenizer of `kind` for `scale` and `seed`
+    (and your texts)."""
     if texts_digest is None:
-        key = _digest(kind, vocab_size, scale.n_reviews, scale.valid_fraction, seed,
-                      _code_digest(train, load_imdb, clean_review, split_by_review))
+        key = _digest(
+            kind,
+            vocab_size,
+            scale.n_reviews,
+            scale.valid_fraction,
+            seed,
+            _code_digest(train, load_imdb, clean_review, split_by_review),
+        )
         return root / "tokenizers" / f"{kind}-{scale.name}-{key}"
-    key = _digest(kind, vocab_size, texts_digest, scale.valid_fraction, seed,
-                  _code_digest(train, normalize_whitespace))
+    key = _digest(
+        kind,
+        vocab_size,
+        texts_digest,
+        scale.valid_fraction,
+        seed,
+        _code_digest(train, normalize_whitespace),
+    )
     return root / "tokenizers" / f"{kind}-own-{key}"
+
 
 @dataclass
 class _Inputs:
-    """The documents, cleaning and tokenizer a preparation works from, and what keys its cache."""
-    documents: Callable[[], datasets.DatasetDict]  # train/validation: text, review_id (lazily)
+    """The documents, cleaning and tokenizer a preparation works from, and what
+    keys its cache."""
+
+    # train/validation: text, review_id (lazily)
+    documents: Callable[[], datasets.DatasetDict]
     clean: Callable[[str], str]
     tokenizer: Tokenizer
     texts_digest: str | None  # None: IMDb
     name: str  # the scale's name, or "own"
-    code: tuple  # the functions that load, split and clean the documents (keyed by their source)
+    # the functions that load, split and clean the documents (keyed by their
+    # source)
+    code: tuple
     small: bool  # builds in seconds: no progress bars
 
-def _inputs(kind: str, train: Callable, vocab_size: int, scale: DataScale, seed: int, root: Path,
-            texts, tokenizer) -> _Inputs:
-    """IMDb's reviews or your texts, and the tokenizer given or one trained on the training side."""
+
+def _inputs(
+    kind: str,
+    train: Callable,
+    vocab_size: int,
+    scale: DataScale,
+    seed: int,
+    root: Path,
+    texts,
+    tokenizer,
+) -> _Inputs:
+    """IMDb's reviews or your texts, and the tokenizer given or one trained on
+    the training side."""
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
-        raise TypeError("tokenizer must be a tokenizers.Tokenizer (see load_tokenizer), got "
-                        f"{type(tokenizer).__name__}")
+        raise TypeError(
+            "tokenizer must be a tokenizers.Tokenizer (see "
+            "load_tokenizer), got "
+            f"{type(tokenizer).__name__}"
+        )
     if texts is None:
-        documents, clean = cache(lambda: load_reviews(scale, seed)), clean_review
+        documents, clean = (
+            cache(lambda: load_reviews(scale, seed)),
+            clean_review,
+        )
         digest, name, small = None, scale.name, _small(scale)
         code = (load_imdb, clean_review, split_by_review)
     else:
         docs = _check_documents(texts)
-        digest = _digest("texts", hashlib.sha256(json.dumps(docs).encode()).hexdigest())
-        documents, clean = cache(lambda: _split_documents(docs, scale, seed)), normalize_whitespace
+        digest = _digest(
+            "texts", hashlib.sha256(json.dumps(docs).encode()).hexdigest()
+        )
+        documents, clean = (
+            cache(lambda: _split_documents(docs, scale, seed)),
+            normalize_whitespace,
+        )
         name, small = "own", len(docs) < 10_000
         code = (normalize_whitespace, _check_documents, _split_documents)
     if tokenizer is None:
-        train_it = lambda: train(_texts(documents()["train"], clean), vocab_size=vocab_size,
-                                 show_progress=False)
-        tok_dir = _tokenizer_dir(kind, train, vocab_size, scale, seed, root, digest)
+        train_it = lambda: train(
+            _texts(documents()["train"], clean),
+            vocab_size=vocab_size,
+            show_progress=False,
+        )
+        tok_dir = _tokenizer_dir(
+            kind, train, vocab_size, scale, seed, root, digest
+        )
         tokenizer = _cached_tokenizer(tok_dir, train_it)
     return _Inputs(documents, clean, tokenizer, digest, name, code, small)
 
-def prepare_bert_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *,
-                      texts=None, tokenizer: Tokenizer | None = None,
-                      mlm_probability: float = 0.15,
-                      whole_word: bool = False) -> BertPretrainingData:
-    """BERT pretraining data (cached): NSP examples of IMDb's reviews at `scale`, or of your
-    `texts` (a list of documents, see `read_texts`), with a WordPiece tokenizer trained on the
-    training side unless one is given."""
+
+def prepare_bert_data(
+    scale: str | DataScale = "pocket",
+    cache_dir=None,
+    seed: int = 0,
+    *,
+    texts=None,
+    tokenizer: Tokenizer | None = None,
+    mlm_probability: float = 0.15,
+    whole_word: bool = False,
+) -> BertPretrainingData:
+    """BERT pretraining data (cached): NSP examples of IMDb's reviews at
+    `scale`, or of your `texts` (a list of documents, see `read_texts`), with a
+    WordPiece tokenizer trained on the training side unless one is given."""
     scale, root, t0 = get_scale(scale), _cache_root(cache_dir), time.time()
     check_mlm_probability(mlm_probability)  # before minutes of work, not after
-    src = _inputs("wordpiece", train_wordpiece, scale.bert_vocab_size, scale, seed, root, texts,
-                  tokenizer)
+    src = _inputs(
+        "wordpiece",
+        train_wordpiece,
+        scale.bert_vocab_size,
+        scale,
+        seed,
+        root,
+        texts,
+        tokenizer,
+    )
     tok = src.tokenizer
-    for t, what in (("[CLS]", "starts every pair"), ("[SEP]", "ends each segment"),
-                    ("[MASK]", "hides tokens"), ("[PAD]", "pads batches")):
+    for t, what in (
+        ("[CLS]", "starts every pair"),
+        ("[SEP]", "ends each segment"),
+        ("[MASK]", "hides tokens"),
+        ("[PAD]", "pads batches"),
+    ):
         _special_id(tok, t, what)
-    key = _digest("bert", _tokenizer_digest(tok), src.texts_digest,
-                  scale.n_reviews if texts is None else None, scale.valid_fraction,
-                  scale.max_length, seed, _code_digest(*src.code, split_sentences))
+    key = _digest(
+        "bert",
+        _tokenizer_digest(tok),
+        src.texts_digest,
+        scale.n_reviews if texts is None else None,
+        scale.valid_fraction,
+        scale.max_length,
+        seed,
+        _code_digest(*src.code, split_sentences),
+    )
     path = root / f"bert-{src.name}-{key}"
+
     def build():
         with _quiet(src.small):
-            return datasets.DatasetDict({
-                k: build_nsp_examples(tokenize_sentences(v, tok, clean=src.clean), tok,
-                                      scale.max_length, seed)
-                for k, v in src.documents().items()})
-    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION,
-            "texts": src.texts_digest, "tokenizer": _tokenizer_digest(tok)}
+            return datasets.DatasetDict(
+                {
+                    k: build_nsp_examples(
+                        tokenize_sentences(v, tok, clean=src.clean),
+                        tok,
+                        scale.max_length,
+                        seed,
+                    )
+                    for k, v in src.documents().items()
+                }
+            )
+
+    meta = {
+        "scale": asdict(scale),
+        "seed": seed,
+        "data_version": DATA_VERSION,
+        "texts": src.texts_digest,
+        "tokenizer": _tokenizer_digest(tok),
+    }
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     splits, meta, how = _cached_splits(path, build, meta, vocab_size)
     what = "your texts" if texts is not None else scale.name
-    print(f"BERT data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} "
-          f"training and {len(splits['validation']):,} validation pairs ({path})")
-    return BertPretrainingData(tok, splits["train"], splits["validation"],
-                               MLMCollator(tok, mlm_probability, whole_word, seed), scale, path,
-                               digest=_digest("bert", meta["tokenizer"], meta["files"]))
+    print(
+        f"BERT data of {what} {how} in {time.time() - t0:.1f} s: "
+        f"{len(splits['train']):,} "
+        f"training and {len(splits['validation']):,} validation "
+        "pairs "
+        f"({path})"
+    )
+    return BertPretrainingData(
+        tok,
+        splits["train"],
+        splits["validation"],
+        MLMCollator(tok, mlm_probability, whole_word, seed),
+        scale,
+        path,
+        digest=_digest("bert", meta["tokenizer"], meta["files"]),
+    )
+
 
 # %% ../book/02_pretraining_data.ipynb #9bf9b993
-def tokenize_documents(reviews: datasets.Dataset, tokenizer: Tokenizer, batch_size: int = 1000,
-                       clean: Callable[[str], str] = clean_review) -> datasets.Dataset:
-    """Each review cleaned and tokenized, `<|endoftext|>` appended: columns `review_id`, `input_ids`."""
-    if len(reviews) == 0: raise ValueError("the dataset of reviews is empty: there is nothing to tokenize")
+def tokenize_documents(
+    reviews: datasets.Dataset,
+    tokenizer: Tokenizer,
+    batch_size: int = 1000,
+    clean: Callable[[str], str] = clean_review,
+) -> datasets.Dataset:
+    """Each review cleaned and tokenized, `<|endoftext|>` appended: columns
+    `review_id`, `input_ids`."""
+    if len(reviews) == 0:
+        raise ValueError(
+            "the dataset of reviews is empty: there is nothing to tokenize"
+        )
     eos = tokenizer.token_to_id(GPT2_EOS)
-    if eos is None: raise ValueError(f"the tokenizer has no {GPT2_EOS} token: train it with chapter 1's train_bytelevel_bpe")
-    def encode(batch, indices):
-        encoded = tokenizer.encode_batch([clean(t) for t in batch["text"]], add_special_tokens=False)
-        return {"review_id": _review_ids(batch, indices), "input_ids": [e.ids + [eos] for e in encoded]}
-    features = datasets.Features({"review_id": datasets.Value("int64"), "input_ids": datasets.List(datasets.Value("int32"))})
-    return reviews.map(encode, batched=True, batch_size=batch_size, with_indices=True, features=features,
-                       remove_columns=reviews.column_names, desc="tokenizing documents",
-                       new_fingerprint=_digest(reviews._fingerprint, _tokenizer_digest(tokenizer), clean.__name__,
-                                               "documents"))
+    if eos is None:
+        raise ValueError(
+            f"the tokenizer has no {GPT2_EOS} token: train it with chapter "
+            "1's train_bytelevel_bpe"
+        )
 
-def group_windows(documents: datasets.Dataset, block_size: int, batch_size: int = 1000) -> datasets.Dataset:
-    """The documents' tokens end to end, cut into consecutive windows of `block_size` (column `input_ids`)."""
-    if len(documents) == 0: raise ValueError("the dataset of documents is empty: there is nothing to cut into windows")
-    check(is_int(block_size) and block_size >= 2,
-          f"block_size must be an int >= 2, got {block_size!r}")
+    def encode(batch, indices):
+        encoded = tokenizer.encode_batch(
+            [clean(t) for t in batch["text"]], add_special_tokens=False
+        )
+        return {
+            "review_id": _review_ids(batch, indices),
+            "input_ids": [e.ids + [eos] for e in encoded],
+        }
+
+    features = datasets.Features(
+        {
+            "review_id": datasets.Value("int64"),
+            "input_ids": datasets.List(datasets.Value("int32")),
+        }
+    )
+    return reviews.map(
+        encode,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        features=features,
+        remove_columns=reviews.column_names,
+        desc="tokenizing documents",
+        new_fingerprint=_digest(
+            reviews._fingerprint,
+            _tokenizer_digest(tokenizer),
+            clean.__name__,
+            "documents",
+        ),
+    )
+
+
+def group_windows(
+    documents: datasets.Dataset, block_size: int, batch_size: int = 1000
+) -> datasets.Dataset:
+    """The documents' tokens end to end, cut into consecutive windows of
+    `block_size` (column `input_ids`)."""
+    if len(documents) == 0:
+        raise ValueError(
+            "the dataset of documents is empty: there is nothing to cut into "
+            "windows"
+        )
+    check(
+        is_int(block_size) and block_size >= 2,
+        f"block_size must be an int >= 2, got {block_size!r}",
+    )
     block_size = int(block_size)
     docs = _flat(documents, "input_ids")
-    stream, doc_start = docs.flatten().to_numpy(), _offsets(docs)  # all tokens; where each document starts
-    n_windows = len(stream) // block_size  # the tail too short for a window is dropped
-    def cut(review_ids, indices):  # the windows that start inside this batch's documents
+    # all tokens; where each document starts
+    stream, doc_start = docs.flatten().to_numpy(), _offsets(docs)
+    # the tail too short for a window is dropped
+    n_windows = len(stream) // block_size
+
+    # the windows that start inside this batch's documents
+    def cut(review_ids, indices):
         lo, hi = doc_start[indices[0]], doc_start[indices[-1] + 1]
-        w = np.arange(-(-lo // block_size), min(-(-hi // block_size), n_windows))
-        return {"input_ids": stream[w[:, None] * block_size + np.arange(block_size)]}  # (windows, block_size)
-    return documents.map(cut, batched=True, batch_size=batch_size, with_indices=True, input_columns=["review_id"],
-                         remove_columns=documents.column_names, desc="cutting windows",
-                         features=datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))}),
-                         new_fingerprint=_digest(documents._fingerprint, block_size, "windows"))
+        w = np.arange(
+            -(-lo // block_size), min(-(-hi // block_size), n_windows)
+        )
+        # (windows, block_size)
+        return {
+            "input_ids": stream[w[:, None] * block_size + np.arange(block_size)]
+        }
+
+    return documents.map(
+        cut,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        input_columns=["review_id"],
+        remove_columns=documents.column_names,
+        desc="cutting windows",
+        features=datasets.Features(
+            {"input_ids": datasets.List(datasets.Value("int32"))}
+        ),
+        new_fingerprint=_digest(documents._fingerprint, block_size, "windows"),
+    )
+
 
 def gpt2_collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack windows into a batch: input_ids and labels (the same ids; the model shifts them)."""
-    if len(examples) == 0: raise ValueError("cannot make a batch from an empty list of examples")
+    """Stack windows into a batch: input_ids and labels (the same ids; the model
+    shifts them)."""
+    if len(examples) == 0:
+        raise ValueError("cannot make a batch from an empty list of examples")
     lengths = {len(ex["input_ids"]) for ex in examples}
-    if len(lengths) > 1: raise ValueError(f"windows of different lengths {sorted(lengths)}: GPT-2 windows are all block_size long")
-    input_ids = torch.tensor([_as_list(ex["input_ids"]) for ex in examples], dtype=torch.long)  # (B, T)
+    if len(lengths) > 1:
+        raise ValueError(
+            f"windows of different lengths {sorted(lengths)}: GPT-2 windows "
+            "are all block_size long"
+        )
+    # (B, T)
+    input_ids = torch.tensor(
+        [_as_list(ex["input_ids"]) for ex in examples], dtype=torch.long
+    )
     return {"input_ids": input_ids, "labels": input_ids.clone()}
+
 
 # %% ../book/02_pretraining_data.ipynb #c07501f6
 @dataclass
 class GPT2PretrainingData(_Batches):
-    """Everything chapter 6 needs to pretrain GPT-2: tokenizer, windows, collate, their digest."""
+    """Everything chapter 6 needs to pretrain GPT-2: tokenizer, windows,
+    collate, their digest."""
+
     tokenizer: Tokenizer
     train: datasets.Dataset  # input_ids windows of block_size tokens
     validation: datasets.Dataset
     collate: Callable[[list[dict]], dict[str, torch.Tensor]]
     scale: DataScale
     path: Path | None = None
-    digest: str = ""  # tokenizer and windows: checkpoints keep it, a resume compares it
+    # tokenizer and windows: checkpoints keep it, a resume compares it
+    digest: str = ""
 
     @property
-    def collator(self) -> Callable: return self.collate  # both names, as for BERT's data
+    # both names, as for BERT's data
+    def collator(self) -> Callable:
+        return self.collate
 
-def prepare_gpt2_data(scale: str | DataScale = "pocket", cache_dir=None, seed: int = 0, *,
-                      texts=None, tokenizer: Tokenizer | None = None) -> GPT2PretrainingData:
-    """GPT-2 pretraining data (cached): windows of IMDb's reviews at `scale`, or of your `texts`
-    (a list of documents, see `read_texts`), with a byte-level BPE trained on the training side
-    unless one is given."""
+
+def prepare_gpt2_data(
+    scale: str | DataScale = "pocket",
+    cache_dir=None,
+    seed: int = 0,
+    *,
+    texts=None,
+    tokenizer: Tokenizer | None = None,
+) -> GPT2PretrainingData:
+    """GPT-2 pretraining data (cached): windows of IMDb's reviews at `scale`, or
+    of your `texts` (a list of documents, see `read_texts`), with a byte-level
+    BPE trained on the training side unless one is given."""
     scale, root, t0 = get_scale(scale), _cache_root(cache_dir), time.time()
-    src = _inputs("bytelevel-bpe", train_bytelevel_bpe, scale.gpt2_vocab_size, scale, seed, root,
-                  texts, tokenizer)
+    src = _inputs(
+        "bytelevel-bpe",
+        train_bytelevel_bpe,
+        scale.gpt2_vocab_size,
+        scale,
+        seed,
+        root,
+        texts,
+        tokenizer,
+    )
     tok = src.tokenizer
     if tok.token_to_id(GPT2_EOS) is None:
-        raise ValueError(f"the tokenizer has no {GPT2_EOS} token, which GPT-2 puts after every "
-                         "document: train it with chapter 1's train_bytelevel_bpe")
-    key = _digest("gpt2", _tokenizer_digest(tok), src.texts_digest,
-                  scale.n_reviews if texts is None else None, scale.valid_fraction,
-                  scale.block_size, seed, _code_digest(*src.code))
+        raise ValueError(
+            f"the tokenizer has no {GPT2_EOS} token, which GPT-2 puts "
+            "after every "
+            "document: train it with chapter 1's "
+            "train_bytelevel_bpe"
+        )
+    key = _digest(
+        "gpt2",
+        _tokenizer_digest(tok),
+        src.texts_digest,
+        scale.n_reviews if texts is None else None,
+        scale.valid_fraction,
+        scale.block_size,
+        seed,
+        _code_digest(*src.code),
+    )
     path = root / f"gpt2-{src.name}-{key}"
+
     def build():
         with _quiet(src.small):
-            splits = datasets.DatasetDict({
-                k: group_windows(tokenize_documents(v, tok, clean=src.clean), scale.block_size)
-                for k, v in src.documents().items()})
+            splits = datasets.DatasetDict(
+                {
+                    k: group_windows(
+                        tokenize_documents(v, tok, clean=src.clean),
+                        scale.block_size,
+                    )
+                    for k, v in src.documents().items()
+                }
+            )
         for k, v in splits.items():
             if len(v) == 0:
-                raise ValueError(f"the {k} documents make no window of {scale.block_size} tokens: "
-                                 "use more text or a DataScale with a smaller block_size")
+                raise ValueError(
+                    f"the {k} documents make no window of "
+                    f"{scale.block_size} tokens: "
+                    "use more text or a DataScale with "
+                    "a "
+                    "smaller block_size"
+                )
         return splits
-    meta = {"scale": asdict(scale), "seed": seed, "data_version": DATA_VERSION,
-            "texts": src.texts_digest, "tokenizer": _tokenizer_digest(tok)}
+
+    meta = {
+        "scale": asdict(scale),
+        "seed": seed,
+        "data_version": DATA_VERSION,
+        "texts": src.texts_digest,
+        "tokenizer": _tokenizer_digest(tok),
+    }
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     splits, meta, how = _cached_splits(path, build, meta, vocab_size)
     what = "your texts" if texts is not None else scale.name
-    print(f"GPT-2 data of {what} {how} in {time.time() - t0:.1f} s: {len(splits['train']):,} "
-          f"training and {len(splits['validation']):,} validation windows of {scale.block_size} "
-          f"tokens ({path})")
-    return GPT2PretrainingData(tok, splits["train"], splits["validation"], gpt2_collate, scale,
-                               path, digest=_digest("gpt2", meta["tokenizer"], meta["files"]))
+    print(
+        f"GPT-2 data of {what} {how} in {time.time() - t0:.1f} s: "
+        f"{len(splits['train']):,} "
+        f"training and {len(splits['validation']):,} validation "
+        "windows of "
+        f"{scale.block_size} "
+        f"tokens ({path})"
+    )
+    return GPT2PretrainingData(
+        tok,
+        splits["train"],
+        splits["validation"],
+        gpt2_collate,
+        scale,
+        path,
+        digest=_digest("gpt2", meta["tokenizer"], meta["files"]),
+    )
+
 
 # %% ../book/02_pretraining_data.ipynb #a7c3e004
-_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # one or more lines of nothing but whitespace
+# one or more lines of nothing but whitespace
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
 _SPACES_NOT_NEWLINES = re.compile(r"[^\S\n]+")
 
+
 def normalize_whitespace(text: str) -> str:
-    """Runs of spaces and tabs as one space, lines stripped, blank lines dropped: all the cleaning
-    your own text gets."""
+    """Runs of spaces and tabs as one space, lines stripped, blank lines
+    dropped: all the cleaning your own text gets."""
     if not isinstance(text, str):
-        raise TypeError(f"a document must be a str, got {type(text).__name__}: {text!r:.80}")
+        raise TypeError(
+            f"a document must be a str, got {type(text).__name__}: {text!r:.80}"
+        )
     text = text.replace("\r\n", "\n")
     lines = (_SPACES_NOT_NEWLINES.sub(" ", s).strip() for s in text.split("\n"))
     return "\n".join(line for line in lines if line)
+
 
 def _jsonl_texts(path: Path, content: str) -> list[str]:
     """The "text" field of each line of a .jsonl file (blank lines skipped)."""
     texts = []
     for n, line in enumerate(content.splitlines(), 1):
-        if not line.strip(): continue
-        try: record = json.loads(line)
-        except ValueError as e: raise ValueError(f"{path}, line {n}: not JSON ({e})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"{path}, line {n}: expected an object with a \"text\" string, got "
-                             f"{line.strip()[:80]}")
-        if record["text"].strip(): texts.append(record["text"])
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}, line {n}: not JSON ({e})") from None
+        if not isinstance(record, dict) or not isinstance(
+            record.get("text"), str
+        ):
+            raise ValueError(
+                f"{path}, line {n}: expected an object with a \"text\" "
+                "string, got "
+                f"{line.strip()[:80]}"
+            )
+        if record["text"].strip():
+            texts.append(record["text"])
     return texts
 
+
 def read_texts(path) -> list[str]:
-    """The documents of a text file. A `.txt` file holds one document per block of lines, blocks
-    separated by a blank line; a `.jsonl` file one JSON object per line, the document in "text"."""
+    """The documents of a text file. A `.txt` file holds one document per block
+    of lines, blocks separated by a blank line; a `.jsonl` file one JSON object
+    per line, the document in "text"."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no text file at {path}: give a .txt or .jsonl file")
+        raise FileNotFoundError(
+            f"no text file at {path}: give a .txt or .jsonl file"
+        )
     if path.suffix not in (".txt", ".jsonl"):
-        raise ValueError(f"{path}: read_texts reads .txt (documents separated by blank lines) or "
-                         f".jsonl files (a \"text\" field per line), not "
-                         f"{path.suffix or 'a file without a suffix'}")
-    try: content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e: raise ValueError(f"{path} is not UTF-8 text ({e})") from None
-    if path.suffix == ".jsonl": texts = _jsonl_texts(path, content)
+        raise ValueError(
+            f"{path}: read_texts reads .txt (documents separated by "
+            "blank lines) or "
+            f".jsonl files (a \"text\" field per line), not "
+            f"{path.suffix or 'a file without a suffix'}"
+        )
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e})") from None
+    if path.suffix == ".jsonl":
+        texts = _jsonl_texts(path, content)
     else:
         blocks = _BLANK_LINES.split(content.replace("\r\n", "\n"))
         texts = [b.strip() for b in blocks if b.strip()]
-    if not texts: raise ValueError(f"{path} holds no documents: it is empty or only whitespace")
+    if not texts:
+        raise ValueError(
+            f"{path} holds no documents: it is empty or only whitespace"
+        )
     return texts
+
 
 # %% ../book/02_pretraining_data.ipynb #a7c3e005
 def _check_documents(texts) -> list[str]:
-    """Your documents, whitespace normalised, blank ones dropped; at least 4, two per side."""
+    """Your documents, whitespace normalised, blank ones dropped; at least 4,
+    two per side."""
     if isinstance(texts, (str, bytes, Path)):
-        raise TypeError("texts must be a list of documents (strings), not a single string or path: "
-                        "read a file with read_texts(path)")
+        raise TypeError(
+            "texts must be a list of documents (strings), not a single "
+            "string or path: "
+            "read a file with read_texts(path)"
+        )
     docs = []
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"document {i} is a {type(t).__name__}, not a str: {t!r:.80}")
-        if d := normalize_whitespace(t): docs.append(d)
+            raise TypeError(
+                f"document {i} is a {type(t).__name__}, not a str: {t!r:.80}"
+            )
+        if d := normalize_whitespace(t):
+            docs.append(d)
     if len(docs) < 4:
-        raise ValueError(f"texts hold {len(docs)} non-blank document(s): need at least 4, two on "
-                         "each side of the split by document (a random B must come from another)")
+        raise ValueError(
+            f"texts hold {len(docs)} non-blank document(s): need at "
+            "least 4, two on "
+            "each side of the split by document (a "
+            "random B "
+            "must come from another)"
+        )
     return docs
 
-def _split_documents(docs: list[str], scale: DataScale, seed: int) -> datasets.DatasetDict:
-    """A seeded split by document, two or more on each side: columns `text`, `review_id` (index)."""
-    ds = datasets.Dataset.from_dict({"text": docs, "review_id": list(range(len(docs)))})
-    n_valid = min(max(2, round(len(docs) * scale.valid_fraction)), len(docs) - 2)
+
+def _split_documents(
+    docs: list[str], scale: DataScale, seed: int
+) -> datasets.DatasetDict:
+    """A seeded split by document, two or more on each side: columns `text`,
+    `review_id` (index)."""
+    ds = datasets.Dataset.from_dict(
+        {"text": docs, "review_id": list(range(len(docs)))}
+    )
+    n_valid = min(
+        max(2, round(len(docs) * scale.valid_fraction)), len(docs) - 2
+    )
     parts = ds.train_test_split(test_size=n_valid, seed=seed, shuffle=True)
     return datasets.DatasetDict(train=parts["train"], validation=parts["test"])

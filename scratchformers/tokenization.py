@@ -13,214 +13,382 @@ from pathlib import Path
 from typing import Iterable
 
 import regex as re
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from tqdm.auto import tqdm
 
 from .checks import atomic_path, atomic_write_text, is_int
 
 # %% auto #0
-__all__ = ['BERT_SPECIAL_TOKENS', 'GPT2_EOS', 'GPT2_SPLIT_PATTERN', 'train_wordpiece', 'train_bytelevel_bpe',
-           'special_tokens_map', 'save_tokenizer', 'load_tokenizer', 'bytes_to_unicode', 'pretokenize', 'byte_alphabet',
-           'merge_pair', 'learn_merges', 'ByteLevelBPE']
+__all__ = [
+    'BERT_SPECIAL_TOKENS',
+    'GPT2_EOS',
+    'GPT2_SPLIT_PATTERN',
+    'train_wordpiece',
+    'train_bytelevel_bpe',
+    'special_tokens_map',
+    'save_tokenizer',
+    'load_tokenizer',
+    'bytes_to_unicode',
+    'pretokenize',
+    'byte_alphabet',
+    'merge_pair',
+    'learn_merges',
+    'ByteLevelBPE',
+]
+
 
 # %% ../book/01_tokenization.ipynb #bfdd531b
 def _check_texts(texts: Iterable[str]):
-    """Yield the texts; a clear error on a non-string, an empty corpus or no visible text."""
+    """Yield the texts; a clear error on a non-string, an empty corpus or no
+    visible text."""
     if isinstance(texts, str):
-        raise TypeError("texts must be an iterable of strings, not a single string")
+        raise TypeError(
+            "texts must be an iterable of strings, not a single string"
+        )
     n = n_blank = 0
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"text {i} is a {type(t).__name__}, not a str: {t!r:.80}")
+            raise TypeError(
+                f"text {i} is a {type(t).__name__}, not a str: {t!r:.80}"
+            )
         n, n_blank = n + 1, n_blank + (not t.strip())
         yield t
     if n == 0:
-        raise ValueError("cannot train a tokenizer on an empty corpus: give it at least one text")
+        raise ValueError(
+            "cannot train a tokenizer on an empty corpus: give it at "
+            "least one text"
+        )
     if n_blank == n:
-        raise ValueError(f"cannot train a tokenizer on {n:,} text(s) that are all empty or "
-                         "whitespace: nothing to learn from; check how the texts were read")
+        raise ValueError(
+            f"cannot train a tokenizer on {n:,} text(s) that are all "
+            "empty or "
+            "whitespace: nothing to learn from; check "
+            "how the "
+            "texts were read"
+        )
+
 
 def _check_int(name: str, value, minimum: int) -> int:
-    """`value` if it is an int (not a bool) >= `minimum`; else a clear TypeError or ValueError."""
+    """`value` if it is an int (not a bool) >= `minimum`; else a clear TypeError
+    or ValueError."""
     if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum: raise ValueError(f"{name}={value} is too small: it must be >= {minimum}")
-    return int(value)  # a NumPy integer becomes a Python one (json writes only those)
+        raise TypeError(
+            f"{name} must be an int, got {value!r} ({type(value).__name__})"
+        )
+    if value < minimum:
+        raise ValueError(
+            f"{name}={value} is too small: it must be >= {minimum}"
+        )
+    # a NumPy integer becomes a Python one (json writes only those)
+    return int(value)
+
 
 def _check_vocab_size(vocab_size: int, n_special: int):
-    """Refuse a vocabulary too small for the 256 byte symbols plus the special tokens."""
+    """Refuse a vocabulary too small for the 256 byte symbols plus the special
+    tokens."""
     _check_int("vocab_size", vocab_size, 1)
     if vocab_size < 256 + n_special:
-        raise ValueError(f"vocab_size={vocab_size!r} is too small: it must hold the 256-symbol "
-                         f"byte alphabet plus {n_special} special token(s), so at least "
-                         f"{256 + n_special}")
+        raise ValueError(
+            f"vocab_size={vocab_size!r} is too small: it must hold the "
+            "256-symbol "
+            f"byte alphabet plus {n_special} special "
+            "token(s), "
+            "so at least "
+            f"{256 + n_special}"
+        )
+
 
 # %% ../book/01_tokenization.ipynb #d4a1c0df
 def _train(tok: Tokenizer, texts: Iterable[str], trainer) -> Tokenizer:
-    """`tok.train_from_iterator(texts, trainer)` in a worker thread, so Ctrl-C stops it at once."""
+    """`tok.train_from_iterator(texts, trainer)` in a worker thread, so Ctrl-C
+    stops it at once."""
     stop, errors = threading.Event(), []
+
     def feed():
         for t in texts:
-            if stop.is_set(): raise KeyboardInterrupt("tokenizer training was interrupted")
+            if stop.is_set():
+                raise KeyboardInterrupt("tokenizer training was interrupted")
             yield t
+
     def work():
-        try: tok.train_from_iterator(feed(), trainer)
-        except BaseException as e: errors.append(e)  # re-raised in the calling thread
-    worker = threading.Thread(target=work, name="tokenizer-training", daemon=True)
+        try:
+            tok.train_from_iterator(feed(), trainer)
+        # re-raised in the calling thread
+        except BaseException as e:
+            errors.append(e)
+
+    worker = threading.Thread(
+        target=work, name="tokenizer-training", daemon=True
+    )
     worker.start()
     try:
-        while worker.is_alive(): worker.join(0.05)
+        while worker.is_alive():
+            worker.join(0.05)
     except KeyboardInterrupt:
         stop.set()
-        raise KeyboardInterrupt("tokenizer training was interrupted (Ctrl-C); "
-                                "nothing was saved") from None
-    if errors: raise errors[0]
+        raise KeyboardInterrupt(
+            "tokenizer training was interrupted (Ctrl-C); nothing was saved"
+        ) from None
+    if errors:
+        raise errors[0]
     return tok
 
+
 # %% ../book/01_tokenization.ipynb #692e7a74
-BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, in this order
+# ids 0..4, in this order
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 GPT2_EOS = "<|endoftext|>"  # GPT-2's only special token: the end of a document
+
 
 # %% ../book/01_tokenization.ipynb #9d767af7
 def _wordpiece_tokenizer(vocab: dict[str, int] | None = None) -> Tokenizer:
-    """BERT's uncased pipeline (normaliser, pre-tokeniser, decoder) around a WordPiece model."""
+    """BERT's uncased pipeline (normaliser, pre-tokeniser, decoder) around a
+    WordPiece model."""
     options = dict(unk_token="[UNK]", continuing_subword_prefix="##")
-    tok = Tokenizer(models.WordPiece(vocab, **options) if vocab else models.WordPiece(**options))
+    tok = Tokenizer(
+        models.WordPiece(vocab, **options)
+        if vocab
+        else models.WordPiece(**options)
+    )
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     return tok
 
-def _wordpiece_trainer(vocab_size: int, min_frequency: int, show_progress: bool, first: list[str]):
-    """Rust's WordPiece trainer, with the tokens `first` at the start of the vocabulary."""
-    return trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                     show_progress=show_progress, special_tokens=first,
-                                     continuing_subword_prefix="##")
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int = 30522, min_frequency: int = 2,
-                    show_progress: bool = True) -> Tokenizer:
-    """BERT's lower-casing WordPiece tokenizer (Devlin et al., 2019): same texts, same ids."""
+def _wordpiece_trainer(
+    vocab_size: int, min_frequency: int, show_progress: bool, first: list[str]
+):
+    """Rust's WordPiece trainer, with the tokens `first` at the start of the
+    vocabulary."""
+    return trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        show_progress=show_progress,
+        special_tokens=first,
+        continuing_subword_prefix="##",
+    )
+
+
+def train_wordpiece(
+    texts: Iterable[str],
+    vocab_size: int = 30522,
+    min_frequency: int = 2,
+    show_progress: bool = True,
+) -> Tokenizer:
+    """BERT's lower-casing WordPiece tokenizer (Devlin et al., 2019): same
+    texts, same ids."""
     _check_vocab_size(vocab_size, len(BERT_SPECIAL_TOKENS))
     _check_int("min_frequency", min_frequency, 0)
     texts = list(_check_texts(texts))  # read twice
     no_merges = _wordpiece_trainer(0, 0, False, BERT_SPECIAL_TOKENS)
     alphabet = _train(_wordpiece_tokenizer(), texts, no_merges)
-    pieces = sorted(t for t in alphabet.get_vocab() if t.startswith("##"))  # "##a", "##b", ...
+    # "##a", "##b", ...
+    pieces = sorted(t for t in alphabet.get_vocab() if t.startswith("##"))
     first = BERT_SPECIAL_TOKENS + pieces  # numbered in this order
-    trainer = _wordpiece_trainer(vocab_size, min_frequency, show_progress, first)
+    trainer = _wordpiece_trainer(
+        vocab_size, min_frequency, show_progress, first
+    )
     trained = _train(_wordpiece_tokenizer(), texts, trainer)
-    tok = _wordpiece_tokenizer(trained.get_vocab(with_added_tokens=False))  # pieces: ordinary again
+    # pieces: ordinary again
+    tok = _wordpiece_tokenizer(trained.get_vocab(with_added_tokens=False))
     tok.add_special_tokens(BERT_SPECIAL_TOKENS)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(  # segment A: type id 0, segment B: 1
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    # segment A: type id 0, segment B: 1
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
     return tok
+
 
 # %% ../book/01_tokenization.ipynb #1b4319f8
 def _bytelevel_bpe_tokenizer(model: models.Model | None = None) -> Tokenizer:
-    """GPT-2's byte-level pipeline (pre-tokeniser and decoder) around a BPE model."""
+    """GPT-2's byte-level pipeline (pre-tokeniser and decoder) around a BPE
+    model."""
     tok = Tokenizer(model if model is not None else models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # no space in front
+    # no space in front
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok
 
-def train_bytelevel_bpe(texts: Iterable[str], vocab_size: int = 50257, min_frequency: int = 2,
-                        show_progress: bool = True) -> Tokenizer:
-    """GPT-2's byte-level BPE (Radford et al., 2019) trained on `texts`, `<|endoftext|>` last."""
+
+def train_bytelevel_bpe(
+    texts: Iterable[str],
+    vocab_size: int = 50257,
+    min_frequency: int = 2,
+    show_progress: bool = True,
+) -> Tokenizer:
+    """GPT-2's byte-level BPE (Radford et al., 2019) trained on `texts`,
+    `<|endoftext|>` last."""
     _check_vocab_size(vocab_size, 1)
     _check_int("min_frequency", min_frequency, 0)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=min_frequency,
-                                  show_progress=show_progress, special_tokens=[],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,
+        min_frequency=min_frequency,
+        show_progress=show_progress,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok = _train(_bytelevel_bpe_tokenizer(), _check_texts(texts), trainer)
     tok.add_special_tokens([GPT2_EOS])
     return tok
 
+
 # %% ../book/01_tokenization.ipynb #0ab96183
 def special_tokens_map(tok: Tokenizer) -> dict[str, str]:
-    """The roles of `tok`'s special tokens, named as in `transformers` (BERT's five, or GPT-2's)."""
+    """The roles of `tok`'s special tokens, named as in `transformers` (BERT's
+    five, or GPT-2's)."""
     vocab = tok.get_vocab(with_added_tokens=True)
     if all(t in vocab for t in BERT_SPECIAL_TOKENS):
-        return {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-                "cls_token": "[CLS]", "mask_token": "[MASK]"}
-    if GPT2_EOS in vocab:  # GPT-2 has one special token for every role; padding reuses it
-        return {k: GPT2_EOS for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+        return {
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+        }
+    # GPT-2 has one special token for every role; padding reuses it
+    if GPT2_EOS in vocab:
+        return {
+            k: GPT2_EOS
+            for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+        }
     return {}
 
-def save_tokenizer(tok: Tokenizer, directory, model_max_length: int | None = None) -> Path:
-    """Write `tok` to `directory/tokenizer.json`, beside the `tokenizer_config.json` and
-    `special_tokens_map.json` that `transformers.AutoTokenizer` reads; return its path."""
+
+def save_tokenizer(
+    tok: Tokenizer, directory, model_max_length: int | None = None
+) -> Path:
+    """Write `tok` to `directory/tokenizer.json`, beside the
+    `tokenizer_config.json` and `special_tokens_map.json` that
+    `transformers.AutoTokenizer` reads; return its path."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"cannot save the tokenizer into {directory}: it is a file, "
-                                 "not a directory")
+        raise NotADirectoryError(
+            f"cannot save the tokenizer into {directory}: it is a file, "
+            "not a directory"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     roles = special_tokens_map(tok)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **roles}
     if model_max_length is not None:
-        config["model_max_length"] = _check_int("model_max_length", model_max_length, 1)
-    for name, data in (("special_tokens_map.json", roles), ("tokenizer_config.json", config)):
+        config["model_max_length"] = _check_int(
+            "model_max_length", model_max_length, 1
+        )
+    for name, data in (
+        ("special_tokens_map.json", roles),
+        ("tokenizer_config.json", config),
+    ):
         atomic_write_text(json.dumps(data, indent=2) + "\n", directory / name)
-    with atomic_path(directory / "tokenizer.json") as tmp:  # a reader never sees half a file
+    # a reader never sees half a file
+    with atomic_path(directory / "tokenizer.json") as tmp:
         tok.save(str(tmp))
     return directory / "tokenizer.json"
 
+
 def load_tokenizer(path_or_dir) -> Tokenizer:
-    """Read a `tokenizer.json`, given the file or the directory that holds it."""
+    """Read a `tokenizer.json`, given the file or the directory that holds
+    it."""
     path = Path(path_or_dir)
-    if path.is_dir(): path = path / "tokenizer.json"
+    if path.is_dir():
+        path = path / "tokenizer.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer at {path}: expected a tokenizer.json or a directory "
-                                "holding one")
-    try: text = path.read_text(encoding="utf-8")
+        raise FileNotFoundError(
+            f"no tokenizer at {path}: expected a tokenizer.json or a "
+            "directory "
+            "holding one"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read the tokenizer file {path}: {e}") from e
-    try: json.loads(text)
+    try:
+        json.loads(text)
     except ValueError as e:
-        raise ValueError(f"{path} is not a tokenizer file: it is not valid JSON ({e}); save one "
-                         "with save_tokenizer, or train it again") from e
-    try: return Tokenizer.from_str(text)
+        raise ValueError(
+            f"{path} is not a tokenizer file: it is not valid JSON ({e}"
+            "); save one "
+            "with save_tokenizer, or train it again"
+        ) from e
+    try:
+        return Tokenizer.from_str(text)
     except Exception as e:
-        raise ValueError(f"{path} is not a tokenizer file that `tokenizers` can read "
-                         f"({str(e).splitlines()[0][:200]}); save one with save_tokenizer, "
-                         "or train it again") from e
+        raise ValueError(
+            f"{path} is not a tokenizer file that `tokenizers` can read "
+            f"({str(e).splitlines()[0][:200]}); save "
+            "one with "
+            "save_tokenizer, "
+            "or train it again"
+        ) from e
+
 
 # %% ../book/01_tokenization.ipynb #c2747ff8
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table from each of the 256 byte values to a printable character."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    """GPT-2's table from each of the 256 byte values to a printable
+    character."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table, n = {b: chr(b) for b in printable}, 0
     for b in range(256):
-        if b not in table: table[b], n = chr(256 + n), n + 1  # the unprintable ones, from U+0100 on
+        # the unprintable ones, from U+0100 on
+        if b not in table:
+            table[b], n = chr(256 + n), n + 1
     return dict(sorted(table.items()))
+
 
 # %% ../book/01_tokenization.ipynb #9e055535
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _GPT2_SPLIT = re.compile(GPT2_SPLIT_PATTERN)
 
+
 def pretokenize(text: str) -> list[str]:
-    """Cut `text` into GPT-2's pre-tokens; no merge ever crosses their boundaries."""
+    """Cut `text` into GPT-2's pre-tokens; no merge ever crosses their
+    boundaries."""
     return _GPT2_SPLIT.findall(text)
+
 
 # %% ../book/01_tokenization.ipynb #b30bddc6
 def byte_alphabet() -> list[int]:
-    """The 256 byte values in id order: sorted by the code point of their character, as the Rust trainer numbers them."""
+    """The 256 byte values in id order: sorted by the code point of their
+    character, as the Rust trainer numbers them."""
     table = bytes_to_unicode()
     return sorted(range(256), key=lambda b: table[b])
 
+
 # %% ../book/01_tokenization.ipynb #5148ff2a
 def merge_pair(word: list[int], a: int, b: int, new: int) -> list[int]:
-    """`word` with every non-overlapping (a, b), from the left, replaced by `new`."""
+    """`word` with every non-overlapping (a, b), from the left, replaced by
+    `new`."""
     out, i, n = [], 0, len(word)
     while i < n:
-        if word[i] == a and i + 1 < n and word[i + 1] == b: out.append(new); i += 2
-        else: out.append(word[i]); i += 1
+        if word[i] == a and i + 1 < n and word[i + 1] == b:
+            out.append(new)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
     return out
 
+
 # %% ../book/01_tokenization.ipynb #0b0d459b
-def _count_pairs(words: list[list[int]], counts: list[int]) -> tuple[dict, dict]:
-    """Count every adjacent pair (weighted by word count) and index the words each pair occurs in."""
+def _count_pairs(
+    words: list[list[int]], counts: list[int]
+) -> tuple[dict, dict]:
+    """Count every adjacent pair (weighted by word count) and index the words
+    each pair occurs in."""
     pair_counts, where = defaultdict(int), defaultdict(set)
     for i, (word, count) in enumerate(zip(words, counts)):
         for pair in zip(word, word[1:]):
@@ -228,118 +396,224 @@ def _count_pairs(words: list[list[int]], counts: list[int]) -> tuple[dict, dict]
             where[pair].add(i)
     return pair_counts, where
 
+
 def _apply_merge(pair, new, words, counts, pair_counts, where, heap):
-    """Merge `pair` into `new` in every word holding it, updating counts, index and heap incrementally."""
+    """Merge `pair` into `new` in every word holding it, updating counts, index
+    and heap incrementally."""
     delta = defaultdict(int)
     for i in where.pop(pair):
         old = words[i]
         merged = merge_pair(old, *pair, new)
-        if len(merged) == len(old): continue  # a stale index entry: the pair left this word earlier
-        for p in zip(old, old[1:]): delta[p] -= counts[i]
+        # a stale index entry: the pair left this word earlier
+        if len(merged) == len(old):
+            continue
+        for p in zip(old, old[1:]):
+            delta[p] -= counts[i]
         for p in zip(merged, merged[1:]):
             delta[p] += counts[i]
-            if new in p: where[p].add(i)
+            if new in p:
+                where[p].add(i)
         words[i] = merged
     for p, d in delta.items():
-        if d == 0: continue
+        if d == 0:
+            continue
         pair_counts[p] += d
-        if d > 0: heapq.heappush(heap, (-pair_counts[p], p))
+        if d > 0:
+            heapq.heappush(heap, (-pair_counts[p], p))
+
 
 # %% ../book/01_tokenization.ipynb #5e199cba
-def learn_merges(words: list[list[int]], counts: list[int], tokens: list[bytes], vocab_size: int,
-                 min_frequency: int = 2, show_progress: bool = False) -> list[tuple[tuple[int, int], int]]:
-    """Learn BPE merges until `tokens` (id -> bytes, extended in place) holds `vocab_size` entries."""
+def learn_merges(
+    words: list[list[int]],
+    counts: list[int],
+    tokens: list[bytes],
+    vocab_size: int,
+    min_frequency: int = 2,
+    show_progress: bool = False,
+) -> list[tuple[tuple[int, int], int]]:
+    """Learn BPE merges until `tokens` (id -> bytes, extended in place) holds
+    `vocab_size` entries."""
     pair_counts, where = _count_pairs(words, counts)
-    heap = [(-c, p) for p, c in pair_counts.items()]  # most frequent first, then the smallest (id_a, id_b)
+    # most frequent first, then the smallest (id_a, id_b)
+    heap = [(-c, p) for p, c in pair_counts.items()]
     heapq.heapify(heap)
     token_ids = {t: i for i, t in enumerate(tokens)}
     merges = []
-    with tqdm(total=max(vocab_size - len(token_ids), 0), disable=not show_progress, desc="merges") as bar:
+    with tqdm(
+        total=max(vocab_size - len(token_ids), 0),
+        disable=not show_progress,
+        desc="merges",
+    ) as bar:
         while len(token_ids) < vocab_size and heap:
             neg_count, pair = heapq.heappop(heap)
             count = pair_counts.get(pair, 0)
-            if -neg_count != count:  # stale: the count changed since this entry was pushed
-                if count > 0: heapq.heappush(heap, (-count, pair))
+            # stale: the count changed since this entry was pushed
+            if -neg_count != count:
+                if count > 0:
+                    heapq.heappush(heap, (-count, pair))
                 continue
-            if count < min_frequency: break
+            if count < min_frequency:
+                break
             new_token = tokens[pair[0]] + tokens[pair[1]]
             new = token_ids.setdefault(new_token, len(tokens))
-            if new == len(tokens): tokens.append(new_token); bar.update()
+            if new == len(tokens):
+                tokens.append(new_token)
+                bar.update()
             merges.append((pair, new))
             _apply_merge(pair, new, words, counts, pair_counts, where, heap)
     return merges
 
+
 # %% ../book/01_tokenization.ipynb #a1614eb6
 class ByteLevelBPE:
-    """GPT-2's byte-level BPE written from scratch: `train`, `encode`, `decode`; `merges` and `vocab` as in `tokenizers`."""
+    """GPT-2's byte-level BPE written from scratch: `train`, `encode`, `decode`;
+    `merges` and `vocab` as in `tokenizers`."""
+
     def __init__(self, special_tokens: Iterable[str] = (GPT2_EOS,)):
-        self.special_tokens = list(special_tokens)  # appended after the merges, like GPT-2's <|endoftext|>
+        # appended after the merges, like GPT-2's <|endoftext|>
+        self.special_tokens = list(special_tokens)
         self.byte_encoder = bytes_to_unicode()
         self.tokens = [bytes([b]) for b in byte_alphabet()]  # id -> bytes
         self._byte_ids = {b: i for i, b in enumerate(byte_alphabet())}
         self._merges, self._ranks, self._cache = [], {}, {}
-        self._special_split = re.compile("(" + "|".join(map(re.escape, self.special_tokens)) + ")") if self.special_tokens else None
+        self._special_split = (
+            re.compile(
+                "(" + "|".join(map(re.escape, self.special_tokens)) + ")"
+            )
+            if self.special_tokens
+            else None
+        )
 
-    def train(self, texts: Iterable[str], vocab_size: int, min_frequency: int = 2, show_progress: bool = False):
-        """Learn merges from `texts` until the vocabulary (special tokens included) has `vocab_size` entries."""
+    def train(
+        self,
+        texts: Iterable[str],
+        vocab_size: int,
+        min_frequency: int = 2,
+        show_progress: bool = False,
+    ):
+        """Learn merges from `texts` until the vocabulary (special tokens
+        included) has `vocab_size` entries."""
         _check_vocab_size(vocab_size, len(self.special_tokens))
         _check_int("min_frequency", min_frequency, 0)
-        word_counts = Counter(p for t in _check_texts(texts) for p in pretokenize(t))
-        words = [[self._byte_ids[b] for b in w.encode("utf-8")] for w in word_counts]
+        word_counts = Counter(
+            p for t in _check_texts(texts) for p in pretokenize(t)
+        )
+        words = [
+            [self._byte_ids[b] for b in w.encode("utf-8")] for w in word_counts
+        ]
         self.tokens = self.tokens[:256]
-        self._merges = learn_merges(words, list(word_counts.values()), self.tokens,
-                                    vocab_size - len(self.special_tokens), min_frequency, show_progress)
-        self._ranks = {pair: (rank, new) for rank, (pair, new) in enumerate(self._merges)}
+        self._merges = learn_merges(
+            words,
+            list(word_counts.values()),
+            self.tokens,
+            vocab_size - len(self.special_tokens),
+            min_frequency,
+            show_progress,
+        )
+        self._ranks = {
+            pair: (rank, new) for rank, (pair, new) in enumerate(self._merges)
+        }
         self._cache = {}
         return self
 
     @property
-    def special_ids(self) -> dict[str, int]: return {t: len(self.tokens) + i for i, t in enumerate(self.special_tokens)}
-    def _show(self, token: bytes) -> str: return "".join(self.byte_encoder[b] for b in token)
+    def special_ids(self) -> dict[str, int]:
+        return {
+            t: len(self.tokens) + i for i, t in enumerate(self.special_tokens)
+        }
+
+    def _show(self, token: bytes) -> str:
+        return "".join(self.byte_encoder[b] for b in token)
+
     @property
     def vocab(self) -> dict[str, int]:
         """Token (in GPT-2's byte characters) -> id, special tokens included."""
-        return {**{self._show(t): i for i, t in enumerate(self.tokens)}, **self.special_ids}
+        return {
+            **{self._show(t): i for i, t in enumerate(self.tokens)},
+            **self.special_ids,
+        }
+
     @property
     def merges(self) -> list[tuple[str, str]]:
-        """The learned merges in order, as pairs of tokens in GPT-2's byte characters."""
-        return [(self._show(self.tokens[a]), self._show(self.tokens[b])) for (a, b), _ in self._merges]
-    def __len__(self): return len(self.tokens) + len(self.special_tokens)
+        """The learned merges in order, as pairs of tokens in GPT-2's byte
+        characters."""
+        return [
+            (self._show(self.tokens[a]), self._show(self.tokens[b]))
+            for (a, b), _ in self._merges
+        ]
+
+    def __len__(self):
+        return len(self.tokens) + len(self.special_tokens)
 
     def _encode_piece(self, piece: str) -> list[int]:
         """Apply the merges, lowest rank first, to one pre-token."""
-        word = [self._byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        word = [
+            self._byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")
+        ]
         while len(word) > 1:
-            pair = min(zip(word, word[1:]), key=lambda p: self._ranks.get(p, (float("inf"),))[0])
-            if pair not in self._ranks: break
+            pair = min(
+                zip(word, word[1:]),
+                key=lambda p: self._ranks.get(p, (float("inf"),))[0],
+            )
+            if pair not in self._ranks:
+                break
             word = merge_pair(word, *pair, self._ranks[pair][1])
         return word
 
     def encode(self, text: str) -> list[int]:
-        """The token ids of `text`; the special tokens in it become their ids."""
-        if not isinstance(text, str): raise TypeError(f"can only encode a str, got {type(text).__name__}: {text!r:.80}")
+        """The token ids of `text`; the special tokens in it become their
+        ids."""
+        if not isinstance(text, str):
+            raise TypeError(
+                f"can only encode a str, got {type(text).__name__}: "
+                f"{text!r:.80}"
+            )
         ids, special = [], self.special_ids
-        for chunk in (self._special_split.split(text) if self._special_split else [text]):
-            if chunk in special: ids.append(special[chunk]); continue
+        for chunk in (
+            self._special_split.split(text) if self._special_split else [text]
+        ):
+            if chunk in special:
+                ids.append(special[chunk])
+                continue
             for piece in pretokenize(chunk):
-                if piece not in self._cache: self._cache[piece] = self._encode_piece(piece)
+                if piece not in self._cache:
+                    self._cache[piece] = self._encode_piece(piece)
                 ids.extend(self._cache[piece])
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The text of `ids`; bytes that do not form valid UTF-8 become U+FFFD."""
-        specials, n, out = {i: t.encode() for t, i in self.special_ids.items()}, len(self.tokens), []
+        """The text of `ids`; bytes that do not form valid UTF-8 become
+        U+FFFD."""
+        specials, n, out = (
+            {i: t.encode() for t, i in self.special_ids.items()},
+            len(self.tokens),
+            [],
+        )
         for i in ids:
-            if 0 <= i < n: out.append(self.tokens[i])
-            elif i in specials: out.append(specials[i])
-            else: raise ValueError(f"token id {i} is outside the vocabulary (0..{len(self) - 1})")
+            if 0 <= i < n:
+                out.append(self.tokens[i])
+            elif i in specials:
+                out.append(specials[i])
+            else:
+                raise ValueError(
+                    f"token id {i} is outside the vocabulary "
+                    f"(0..{len(self) - 1})"
+                )
         data = b"".join(out)
-        try: return data.decode("utf-8", "surrogatepass")  # surrogatepass: lone surrogates in a str round-trip too
-        except UnicodeDecodeError: return data.decode("utf-8", "replace")
+        # surrogatepass: lone surrogates in a str round-trip too
+        try:
+            return data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return data.decode("utf-8", "replace")
 
     def to_tokenizer(self) -> Tokenizer:
-        """The same tokenizer as a `tokenizers.Tokenizer`, to save as `tokenizer.json`."""
-        vocab = {k: v for k, v in self.vocab.items() if k not in self.special_tokens}
-        tok = _bytelevel_bpe_tokenizer(models.BPE(vocab=vocab, merges=self.merges))
+        """The same tokenizer as a `tokenizers.Tokenizer`, to save as
+        `tokenizer.json`."""
+        vocab = {
+            k: v for k, v in self.vocab.items() if k not in self.special_tokens
+        }
+        tok = _bytelevel_bpe_tokenizer(
+            models.BPE(vocab=vocab, merges=self.merges)
+        )
         tok.add_special_tokens(self.special_tokens)
         return tok
