@@ -33,10 +33,10 @@ chromium:
 	@chromium --version
 
 ## export: regenerate the package and the tests (tests/*.py, from `#| test_file` cells);
-## ruff formats the package as it formats the cells (nbdev's `__all__` lines are 120 wide)
+## the package is fitted to 80 columns as the cells are (nbdev writes `__all__` 120 wide)
 export: $(STAMP)
 	$(BIN)/nbdev_export
-	$(BIN)/ruff format --quiet scratchformers
+	$(BIN)/python _ext/fit_page.py --quiet scratchformers
 	$(BIN)/python _ext/export_tests.py
 
 ## fmt: fit the notebooks, benchmarks and _ext to 80 columns (_ext/fit_page.py), then export

@@ -81,17 +81,14 @@ def collect(book: Path) -> dict[str, tuple[str, list[str]]]:
             name = directives[DIRECTIVE]
             if not _NAME.match(name):
                 raise ExportError(
-                    f"{nb_path.name}: `#| {DIRECTIVE} {name}` must "
-                    "name one "
+                    f"{nb_path.name}: `#| {DIRECTIVE} {name}` must name one "
                     "file like test_x.py"
                 )
             owner, codes = files.setdefault(name, (nb_path.name, []))
             if owner != nb_path.name:
                 raise ExportError(
-                    f"tests/{name} is named by cells in two "
-                    "notebooks, "
-                    f"{owner} and {nb_path.name}:"
-                    " keep its cells in one"
+                    f"tests/{name} is named by cells in two notebooks, "
+                    f"{owner} and {nb_path.name}: keep its cells in one"
                 )
             codes.append(code.strip("\n").rstrip())
     return files
@@ -153,10 +150,8 @@ def export(root: Path, check: bool = False) -> list[str]:
     stale = sorted(p.name for p in tests.glob("*.py") if p.name not in files)
     if stale:
         raise ExportError(
-            f"tests/{stale[0]} comes from no notebook: move its "
-            "tests into a "
-            "notebook's"
-            f" `#| {DIRECTIVE} {stale[0]}` cells or delete it"
+            f"tests/{stale[0]} comes from no notebook: move its tests into a "
+            f"notebook's `#| {DIRECTIVE} {stale[0]}` cells or delete it"
             + (f" (also {', '.join(stale[1:])})" if stale[1:] else "")
         )
     changed = []
@@ -169,9 +164,7 @@ def export(root: Path, check: bool = False) -> list[str]:
         if check:
             changed.append(
                 f"tests/{name} differs from its cells in book/{nb}:"
-                " run `make export` and commit the "
-                "notebook and "
-                "tests/ together"
+                " run `make export` and commit the notebook and tests/ together"
             )
         else:
             tests.mkdir(exist_ok=True)

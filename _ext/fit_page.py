@@ -16,11 +16,12 @@ printed as `file:cell:line` for a person to shorten.
 
     python _ext/fit_page.py            # rewrite book/*.ipynb, benchmarks, _ext
     python _ext/fit_page.py --check    # change nothing; exit 1 if it would
-    python _ext/fit_page.py PATH...    # only these notebooks or .py files
+    python _ext/fit_page.py PATH...    # only these notebooks, files, folders
 
 `nbdev` directives (`#|` lines), pragma comments (`# noqa`, `# type:`) and
-IPython magics are never changed. Run `make export` afterwards: the package
-and tests/ are exported from the cells (and formatted by `make export` too).
+IPython magics are never changed. Run `make export` afterwards: it exports the
+package and tests/ from the cells and runs this tool on `scratchformers/` too
+(for nbdev's own long lines: `__all__`, the module docstring).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import ast
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -46,9 +48,10 @@ _HERE = Path(sys.executable).parent / "ruff"
 RUFF = str(_HERE) if _HERE.exists() else (shutil.which("ruff") or "ruff")
 DEFAULT = ["book/*.ipynb", "benchmarks/*.py", "_ext/*.py", "setup.py"]
 PRAGMA = re.compile(r"#\s*(noqa|type:|fmt:|pragma|pyright:|nosec|isort:)")
+PRAGMA_END = re.compile(r"\s*#\s*(noqa|type:|pyright:|pragma)\b.*$")
 DIRECTIVE = re.compile(r"\s*#\|")
 MAGIC = re.compile(r"()[%!](?!=)")  # top-level line magics (ours are)
-BULLET = re.compile(r"([-*+]|\d+[.)])\s")
+BULLET = re.compile(r"([-*]|\d+[.)])\s")
 STRING = re.compile(r"(?s)([rRbBuUfF]*)('''|\"\"\"|'|\")(.*)\2\Z")
 LIB = "scratchformers"
 
@@ -214,16 +217,17 @@ def _fix_comment(lines: list[str], i: int) -> bool:
     return True
 
 
-def _split_points(body: str, fstring: bool, raw: bool) -> list[int]:
-    "Indices after a space where `body` may be cut (never inside `{...}`)."
-    out, depth, j = [], 0, 0
+def _split_points(body: str, fstring: bool, raw: bool) -> tuple[list, list]:
+    """Indices where `body` may be cut: after a space (good), or after `)|.,/]`
+    (for strings with no spaces, such as regexes); never in `{...}` or `\\x`."""
+    good, weak, depth, j = [], [], 0, 0
     while j < len(body):
         c = body[j]
-        if c == "\\" and not raw:
-            if body.startswith("N{", j + 1):
+        if c == "\\":
+            if not raw and body.startswith("N{", j + 1):
                 j = body.find("}", j) + 1 or len(body)
-                continue
-            j += 2
+            else:
+                j += 2
             continue
         if fstring and c in "{}":
             if body.startswith(c * 2, j) and depth == 0:
@@ -231,45 +235,51 @@ def _split_points(body: str, fstring: bool, raw: bool) -> list[int]:
                 continue
             depth += 1 if c == "{" else -1
             if depth == 0 and c == "}" and j + 1 < len(body):
-                out.append(j + 1)
-        elif c == " " and depth == 0 and j + 1 < len(body):
-            out.append(j + 1)
+                good.append(j + 1)
+        elif depth == 0 and j + 1 < len(body):
+            if c == " ":
+                good.append(j + 1)
+            elif c in ")|.,/]":
+                weak.append(j + 1)
         j += 1
-    return out
+    return good, weak
 
 
 def _split_string(text: str, first: int, width: int) -> list[str] | None:
     "Pieces of the literal `text`, the first at most `first` characters long."
     m = STRING.match(text)
-    if not m or len(m.group(2)) == 3:
+    if not m:
         return None
     prefix, quote, body = m.groups()
     f = "f" in prefix.lower()
-    points = _split_points(body, f, "r" in prefix.lower())
+    good, weak = _split_points(body, f, "r" in prefix.lower())
+    if "r" in prefix.lower():  # a regex: a space is no better place than `|`
+        good, weak = weak, good
+    extra = len(prefix) + 2 * len(quote)
     pieces, start, room = [], 0, first
-    while True:
-        over = len(body) - start + len(prefix) + 2 > room
-        fits = [
-            p
-            for p in points
-            if p > start and p - start + len(prefix) + 2 <= room
-        ]
-        later = [p for p in points if p > start]
-        if not over or not later:
-            pieces.append(body[start:])
-            break
-        cut = fits[-1] if fits else later[0]
+    while len(body) - start + extra > room:
+        cut = None
+        for points in (good, weak):
+            fits = [
+                p for p in points if start < p and p - start + extra <= room
+            ]
+            if fits:
+                cut = fits[-1]
+                break
+        if cut is None:
+            later = [p for p in good + weak if p > start]
+            if not later:
+                break
+            cut = min(later)
         pieces.append(body[start:cut])
         start, room = cut, width
+    pieces.append(body[start:])
     if len(pieces) < 2:
         return None
 
     def lit(piece: str) -> str:
-        pre = (
-            prefix
-            if (not f or re.search(r"[{}]", piece))
-            else re.sub("[fF]", "", prefix)
-        )
+        plain = f and not re.search(r"[{}]", piece)
+        pre = re.sub("[fF]", "", prefix) if plain else prefix
         return pre + quote + piece + quote
 
     return [lit(p) for p in pieces]
@@ -285,7 +295,6 @@ def _fix_string(lines, i, toks, sig, depth_at) -> bool:
         and t.start[0] == row
         and t.end[0] == row
         and len(t.string) > 12
-        and " " in t.string
     ]
     for t in sorted(strings, key=lambda t: -len(t.string)):
         line = lines[i]
@@ -293,9 +302,12 @@ def _fix_string(lines, i, toks, sig, depth_at) -> bool:
         alone = line.strip().rstrip(",)]}").rstrip() == t.string
         room = WIDTH - t.start[1] - 2 if alone else WIDTH - indent - 10
         pieces = _split_string(t.string, room, room)
+        if not pieces:  # it fits alone on a line: any cut lets ruff move it
+            pieces = _split_string(t.string, len(t.string) - 1, room)
         if not pieces:
             continue
-        joined = " ".join(pieces)
+        # one piece a line: this pass then sees no long line to split again
+        joined = ("\n" + " " * (indent + 4)).join(pieces)
         k = sig.index(t)
         prev = sig[k - 1] if k else None
         nxt = sig[k + 1] if k + 1 < len(sig) else None
@@ -305,7 +317,8 @@ def _fix_string(lines, i, toks, sig, depth_at) -> bool:
         keyed = prev is not None and prev.string in (":", "=", "+", "%")
         if depth_at(t.start) == 0 or (keyed and not glued):
             joined = "(" + joined + ")"
-        lines[i] = line[: t.start[1]] + joined + line[t.end[1] :]
+        new = line[: t.start[1]] + joined + line[t.end[1] :]
+        lines[i : i + 1] = new.split("\n")
         return True
     return False
 
@@ -364,6 +377,58 @@ def _fix_docstring(lines, i, t) -> bool:
     return True
 
 
+def _fix_in_string(lines, i, t) -> bool:
+    """Break a long line inside a multi-line string with a backslash-newline,
+    which the string's value does not contain (not in raw or f-strings)."""
+    m = STRING.match(t.string)
+    if t.type != tk.STRING or not m or re.search("[rRfF]", m.group(1)):
+        return False
+    line = lines[i]
+    end = t.end[1] - len(m.group(2)) if i + 1 == t.end[0] else len(line)
+    cuts = [j for j in range(1, min(WIDTH - 1, end)) if line[j - 1] == " "]
+    cuts = [j for j in cuts if line[:j].strip() and j < end]
+    if not cuts:
+        return False
+    j = cuts[-1]
+    lines[i : i + 1] = [line[:j] + "\\", line[j:]]
+    return True
+
+
+def _merge_strings(lines, sig) -> bool:
+    """Join two pieces of an implicitly concatenated string, each alone on its
+    line, when the joined piece fits (splitting in rounds leaves fragments)."""
+    for a, b in zip(sig, sig[1:]):
+        if a.type != tk.STRING or b.type != tk.STRING:
+            continue
+        if b.start[0] != a.end[0] + 1 or a.start[0] != a.end[0]:
+            continue
+        la, lb = lines[a.start[0] - 1], lines[b.start[0] - 1]
+        if la.strip() != a.string or lb[: b.start[1]].strip():
+            continue
+        ma, mb = STRING.match(a.string), STRING.match(b.string)
+        if (
+            not ma
+            or not mb
+            or b.start[0] != b.end[0]
+            or ma.group(2) != mb.group(2)
+        ):
+            continue
+        fa, fb = ("f" in m.group(1).lower() for m in (ma, mb))
+        pa, pb = (re.sub("[fF]", "", m.group(1)).lower() for m in (ma, mb))
+        if pa != pb or "u" in pa:
+            continue
+        if fa != fb and re.search("[{}]", (mb if fa else ma).group(3)):
+            continue
+        pre = ma.group(1) if fa or not fb else mb.group(1)
+        merged = pre + ma.group(2) + ma.group(3) + mb.group(3) + ma.group(2)
+        new = lb[: b.start[1]] + merged + lb[b.end[1] :]
+        if len(new) > WIDTH:
+            continue
+        lines[a.start[0] - 1 : b.start[0]] = [new]
+        return True
+    return False
+
+
 def _import_lines(lines, tree_, toks) -> bool:
     """A `from scratchformers.x import ...` on several lines or too long:
     one-line imports that fit (nbdev makes only those relative)."""
@@ -420,6 +485,8 @@ def _rewrite_once(src: str, notebook: bool) -> str | None:
         by_row.setdefault(t.start[0], []).append(t)
     if notebook and _import_lines(lines, tree_, toks):
         return "\n".join(lines)
+    if _merge_strings(lines, sig):
+        return "\n".join(lines)
     for i, line in enumerate(lines):
         if len(line) <= WIDTH or DIRECTIVE.match(line) or PRAGMA.search(line):
             continue
@@ -440,7 +507,10 @@ def _rewrite_once(src: str, notebook: bool) -> str | None:
                 return "\n".join(lines)
             continue
         if row in inside:
-            continue  # inside a multi-line string: its text is data
+            t = next(t for t in toks if t.start[0] < row <= t.end[0])
+            if _fix_in_string(lines, i, t):
+                return "\n".join(lines)
+            continue
         skip = (tk.NL, tk.NEWLINE, tk.INDENT, tk.DEDENT)
         rt = [t for t in by_row.get(row, []) if t.type not in skip]
         if rt and rt[0].type == tk.COMMENT:
@@ -484,10 +554,12 @@ def _ruff(units: list[Unit], templates: dict[str, dict]) -> None:
     "Run `ruff check --fix` and `ruff format` on `unit.new`, in place."
     with tempfile.TemporaryDirectory() as tmp:
         files: dict[Path, list[Unit]] = {}
+        names: dict[str, Path] = {}
         for u in units:
             name = u.where.split(":")[0]
-            path = Path(tmp) / name
-            files.setdefault(path, []).append(u)
+            if name not in names:
+                names[name] = Path(tmp) / f"{len(names)}_{Path(name).name}"
+            files.setdefault(names[name], []).append(u)
         for path, us in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             if us[0].notebook:
@@ -535,10 +607,15 @@ def _ruff(units: list[Unit], templates: dict[str, dict]) -> None:
 # ---- driving it --------------------------------------------------------------
 
 
+def _label(p: Path) -> str:
+    "How a file is named in messages: relative to the working directory."
+    return Path(os.path.relpath(p.resolve(), Path.cwd())).as_posix()
+
+
 def _units(paths: list[Path]) -> tuple[list[Unit], dict[str, dict]]:
     units, templates = [], {}
     for p in paths:
-        rel = p.resolve().relative_to(ROOT).as_posix()
+        rel = _label(p)
         if p.suffix == ".ipynb":
             nb = json.loads(p.read_text(encoding="utf-8"))
             templates[rel] = {k: v for k, v in nb.items() if k != "cells"}
@@ -558,7 +635,7 @@ def _write(paths: list[Path], units: list[Unit]) -> list[str]:
     by_where = {u.where: u for u in units}
     changed = []
     for p in paths:
-        rel = p.resolve().relative_to(ROOT).as_posix()
+        rel = _label(p)
         if p.suffix == ".ipynb":
             nb = json.loads(p.read_text(encoding="utf-8"))
             dirty = False
@@ -623,7 +700,8 @@ def leftovers(units: list[Unit]) -> list[str]:
     out = []
     for u in units:
         for n, line in enumerate(u.new.split("\n"), 1):
-            if len(line) > WIDTH:
+            # as ruff's E501: a trailing pragma comment does not count
+            if len(PRAGMA_END.sub("", line)) > WIDTH:
                 out.append(
                     f"{u.where}:line {n}: {len(line)} chars: "
                     f"{line.strip()[:60]}"
@@ -641,14 +719,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write nothing; exit 1 if anything would change",
     )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only what could not be fitted",
+    )
     args = p.parse_args(argv)
-    paths = args.paths or sorted(f for g in DEFAULT for f in ROOT.glob(g))
+    paths = []
+    for a in args.paths or [ROOT / g for g in DEFAULT]:
+        if a.is_dir():
+            paths += sorted(f for f in a.glob("*.py") if f.name != "_modidx.py")
+        elif "*" in a.name:
+            paths += sorted(a.parent.glob(a.name))
+        else:
+            paths.append(a)
     units, templates = _units(paths)
     fit(units, templates)
     for line in verify(units):
         print("NOT CHANGED:", line)
     for u in units:
-        for w in u.docstrings:
+        for w in u.docstrings if not args.quiet else []:
             print("docstring re-wrapped (whitespace only):", w)
     left = leftovers(units)
     for line in left:
@@ -659,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
             print("would change:", w)
         return 1 if changed else 0
     for rel in _write(paths, units):
-        print("wrote", rel)
+        if not args.quiet:
+            print("wrote", rel)
     return 0
 
 

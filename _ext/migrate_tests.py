@@ -1,9 +1,12 @@
 """Move hand-edited `tests/*.py` into their notebooks as `#| test_file` cells
 (re-runnable).
 
-    python _ext/migrate_tests.py                  # every file of MAPPING (tests/test_x.py -> book/...)
-    python _ext/migrate_tests.py test_bert.py     # only these files (test_x.py=NN_x.ipynb: a new one)
-    then: nbdev_clean && python _ext/export_tests.py && git diff tests/   (the code must not change)
+    # every file of MAPPING (tests/test_x.py -> book/...)
+    python _ext/migrate_tests.py
+    # only these files (test_x.py=NN_x.ipynb: a new one)
+    python _ext/migrate_tests.py test_bert.py
+    # then (the code must not change):
+    nbdev_clean && python _ext/export_tests.py && git diff tests/
 
 A file's existing `test_file` cells are replaced by fresh ones cut from the .py
 file at top-level statements (setup code together, then each test or a few short
@@ -52,12 +55,17 @@ SETUP_MAX, TESTS_MAX = 50, 25
 
 BUILD_CHECKS_INTRO = """# Checks of the build
 
-> The tests of the book's own machinery: the page reader, packaging, the site, and sync
+> The tests of the book's own machinery: the page reader, packaging, the \
+site, and sync
 
-This notebook is not a chapter of the book (it is not in `_toc.yml`) and exports no module. Its
-hidden cells are exported with the chapters' tests by `make export` into `tests/`: the shared
-pytest settings (`conftest.py`), the reader that turns nbdev directives into page tags, the built
-package and site, and the check that the package and the tests are what the notebooks export."""
+This notebook is not a chapter of the book (it is not in `_toc.yml`) and \
+exports no module. Its
+hidden cells are exported with the chapters' tests by `make export` into \
+`tests/`: the shared
+pytest settings (`conftest.py`), the reader that turns nbdev directives into \
+page tags, the built
+package and site, and the check that the package and the tests are what the \
+notebooks export."""
 
 
 def _chunks(lines: list[str]) -> list[tuple[str, int, int]]:
@@ -228,10 +236,8 @@ def migrate(test_name: str, nb_name: str) -> int:
             cells.append(
                 _md_cell(
                     f"{HEADING}\n\nThis chapter's tests are in the hidden "
-                    "cells below:"
-                    " `make export`\nwrites them into "
-                    f"`tests/{test_name}`, which"
-                    " `make test` runs."
+                    "cells below: `make export`\nwrites them into "
+                    f"`tests/{test_name}`, which `make test` runs."
                 )
             )
         at = len(cells)

@@ -5,9 +5,13 @@ Both train on the same cleaned IMDb training reviews with the same vocabulary
 size and min_frequency; the script checks that they learned the same merges and
 prints the time ratio. Run from the repository root:
 
-    .venv/bin/python benchmarks/bpe_training.py                      # 4,000 reviews, vocabulary 5,000
-    .venv/bin/python benchmarks/bpe_training.py --n-reviews 22500 --vocab-size 50257   # the full GPT-2 size
-    .venv/bin/python benchmarks/bpe_training.py --wordpiece          # also: the cost of reproducible WordPiece
+    # 4,000 reviews, vocabulary 5,000
+    .venv/bin/python benchmarks/bpe_training.py
+    # the full GPT-2 size
+    .venv/bin/python benchmarks/bpe_training.py --n-reviews 22500 \
+        --vocab-size 50257
+    # also: the cost of reproducible WordPiece
+    .venv/bin/python benchmarks/bpe_training.py --wordpiece
 
 With --wordpiece it also times `train_wordpiece` (two passes, so that the same
 texts give the same ids) against the plain Rust WordPiece trainer (one pass, ids
@@ -95,8 +99,7 @@ def main():
         print(f"{name:<26} {t:8.2f} s")
     print(
         "ratio (Python / Rust)      "
-        f"{best['scratchformers (Python)'] / best['tokenizers (Rust)']:8.2f}"
-        "x"
+        f"{best['scratchformers (Python)'] / best['tokenizers (Rust)']:8.2f}x"
     )
     print(f"{len(ours.merges):,} merges; same merges, order and ids: {same}")
     if args.wordpiece:

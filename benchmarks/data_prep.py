@@ -2,18 +2,19 @@
 `transformers`' on the same examples.
 
 1. `prepare_bert_data` from nothing (a fresh cache directory): load and split
-   IMDb, train the WordPiece tokenizer on
-   the training reviews, tokenize every sentence (`encode_batch`), pair, save as Arrow. The target for the full
-   train split (25,000 reviews) at length 128 is under 2 minutes on the 2-core development machine.
+   IMDb, train the WordPiece tokenizer on the training reviews, tokenize every
+   sentence (`encode_batch`), pair, save as Arrow. The target for the full
+   train split (25,000 reviews) at length 128 is under 2 minutes on the 2-core
+   development machine.
 2. The same call again, which loads from the cache.
 3. Masking and padding batches of 32: `MLMCollator` against
-   `transformers.DataCollatorForLanguageModeling`
-   (the reference; it draws its masks the same way, so the two do the same work), as a ratio.
+   `transformers.DataCollatorForLanguageModeling` (the reference; it draws its
+   masks the same way, so the two do the same work), as a ratio.
 Optionally (--stages) the time of each stage, and pairing on a quarter, half and
 all of the reviews (linear time shows as a constant time per review); (--gpt2)
 `prepare_gpt2_data` from nothing too. Run from the repository root:
 
-    .venv/bin/python benchmarks/data_prep.py                   # full scale, BERT
+    .venv/bin/python benchmarks/data_prep.py         # full scale, BERT
     .venv/bin/python benchmarks/data_prep.py --scale pocket --stages --gpt2
 """
 
@@ -210,8 +211,7 @@ def main():
         print(
             f"  {len(data.train):,} training pairs, {tokens:,} tokens; "
             f"{first:.1f} s from nothing "
-            f"({'within' if first < BUDGET_S else 'OVER'} the "
-            f"{BUDGET_S} s "
+            f"({'within' if first < BUDGET_S else 'OVER'} the {BUDGET_S} s "
             f"budget), {first / again:.0f}x faster cached"
         )
         if args.gpt2:

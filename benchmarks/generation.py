@@ -5,17 +5,20 @@ Greedy decoding, no end-of-text stop, so every run produces exactly
 `--new-tokens` tokens. Two workloads: `--batch` prompts of one length, and a
 left-padded batch of `--padded-batch` prompts of different lengths (from half of
 `--prompt-len` to all of it) with its attention mask, where both libraries take
-the positions from the mask (0 skips it). By default the
-model is a pocket-sized GPT-2 (4 layers, 256 wide) with random weights (speed
-does not depend on them); `--model-dir` loads a saved one instead (e.g.
-book/_artifacts/gpt2-pocket after chapter 6). Each configuration runs
-`--repeats` times and the fastest run counts. On a machine that other programs
-share, pass `--threads 1`: with its default threads PyTorch's small operations
-wait on each other and the timings become noise. Examples:
+the positions from the mask (0 skips it). By default the model is a pocket-sized
+GPT-2 (4 layers, 256 wide) with random weights (speed does not depend on them);
+`--model-dir` loads a saved one instead (e.g. book/_artifacts/gpt2-pocket after
+chapter 6). Each configuration runs `--repeats` times and the fastest run
+counts. On a machine that other programs share, pass `--threads 1`: with its
+default threads PyTorch's small operations wait on each other and the timings
+become noise. Examples:
 
-    python benchmarks/generation.py --threads 1                  # pocket GPT-2, 200 new tokens
-    python benchmarks/generation.py --threads 1 --vocab-size 50257 --n-layer 12 --n-embd 768 \
-        --n-head 12 --n-positions 1024 --new-tokens 30 --repeats 1  # GPT-2 small shapes
+    # pocket GPT-2, 200 new tokens
+    python benchmarks/generation.py --threads 1
+    # GPT-2 small shapes
+    python benchmarks/generation.py --threads 1 --vocab-size 50257 \
+        --n-layer 12 --n-embd 768 --n-head 12 --n-positions 1024 \
+        --new-tokens 30 --repeats 1
 """
 
 import argparse
@@ -154,10 +157,8 @@ def main():
     print(
         f"GPT-2 {cfg.n_layer} layers x {cfg.n_embd} wide, vocab "
         f"{cfg.vocab_size}; batch {args.batch}, "
-        f"prompt {args.prompt_len} tokens, {n} new tokens, greedy; "
-        "torch "
-        f"{torch.__version__}, "
-        f"transformers {transformers.__version__}, "
+        f"prompt {args.prompt_len} tokens, {n} new tokens, greedy; torch "
+        f"{torch.__version__}, transformers {transformers.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
 
@@ -221,10 +222,8 @@ def main():
         )
     print(
         f"\nthe KV cache is {results['ours, no cache'][0] / base:.1f}x "
-        "faster than no cache; "
-        "transformers' generate takes "
-        f"{results['transformers, KV cache'][0] / base:.2f}x our "
-        "time; "
+        "faster than no cache; transformers' generate takes "
+        f"{results['transformers, KV cache'][0] / base:.2f}x our time; "
         f"all outputs identical: {same}"
     )
     if padded_results:
@@ -235,8 +234,7 @@ def main():
         lengths = mask.sum(-1).tolist()
         print(
             f"\nleft-padded batch of {args.padded_batch} prompts "
-            f"({min(lengths)}-{max(lengths)} tokens), "
-            f"{n} new tokens each:"
+            f"({min(lengths)}-{max(lengths)} tokens), {n} new tokens each:"
         )
         for name, (secs, _) in padded_results.items():
             print(

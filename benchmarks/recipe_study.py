@@ -10,9 +10,12 @@ was doing; run with `--threads 1` and the CPU time equals the wall time of an
 otherwise idle core. Evaluations (on a fixed slice of the held-out data) are
 included in the time.
 
-    python benchmarks/recipe_study.py gpt2 --budget 3 --out book/recorded/recipe-study
-    python benchmarks/recipe_study.py bert --budget 4 --out book/recorded/recipe-study
-    python benchmarks/recipe_study.py gpt2 --only baseline lr-2e-3   # some recipes only
+    python benchmarks/recipe_study.py gpt2 --budget 3 \
+        --out book/recorded/recipe-study
+    python benchmarks/recipe_study.py bert --budget 4 \
+        --out book/recorded/recipe-study
+    # some recipes only
+    python benchmarks/recipe_study.py gpt2 --only baseline lr-2e-3
 
 Writes `<out>/<family>.json` (after every recipe, atomically): for each recipe
 its settings, the steps it got, its evaluation history against CPU seconds and

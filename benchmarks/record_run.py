@@ -155,16 +155,13 @@ def main():
             else ""
         )
         + f"- started: {run['started']}\n- wall time: {wall / 60:.1f} minutes\n"
-        f"- torch {torch.__version__}, Python {run['python']}\n- "
-        "CPU: "
+        f"- torch {torch.__version__}, Python {run['python']}\n- CPU: "
         f"{run['cpu']}, "
         f"{args.threads} thread(s)\n- steps: {len(history['train'])}\n"
         f"- last evaluation: {json.dumps(final)}\n\n"
-        "The files here are what the run wrote (the weights are not "
-        "kept). "
+        "The files here are what the run wrote (the weights are not kept). "
         "`tests/test_recorded.py` "
-        "re-runs the first 20 steps of the command and requires the "
-        "same "
+        "re-runs the first 20 steps of the command and requires the same "
         "training losses bit for bit.\n"
     )
     print(

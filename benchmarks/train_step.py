@@ -13,17 +13,22 @@ transformers, and the share of this machine's fp32 matmul throughput the step
 achieves: model FLOPs / step time / the GFLOP/s of a GEMM measured in the same
 run.
 
-    python benchmarks/train_step.py                          # all four models, 3 timed steps each
+    # all four models, 3 timed steps each
+    python benchmarks/train_step.py
     python benchmarks/train_step.py --models gpt2-pocket bert-pocket --steps 10
-    python benchmarks/train_step.py --models gpt2-pocket --compile   # torch.compile, reported separately
-    python benchmarks/train_step.py --threads 1 --timer cpu          # steadier on a machine shared with others
-    python benchmarks/train_step.py --models gpt2-pocket --precision both   # fp32 and bf16 autocast
+    # torch.compile, reported separately
+    python benchmarks/train_step.py --models gpt2-pocket --compile
+    # steadier on a machine shared with others
+    python benchmarks/train_step.py --threads 1 --timer cpu
+    # fp32 and bf16 autocast
+    python benchmarks/train_step.py --models gpt2-pocket --precision both
 
 Model FLOPs count the matmuls of the dense model (as in the PaLM paper's MFU):
 per token, forward, 2 x (weights of every matmul, the tied output head included)
 + 4 x n_layer x T x C for attention; a training step is 3 x forward. The same
-  count is used for both implementations, so the ratio compares time only (our BERT computes MLM logits at the masked positions only, a legitimate
-saving the count does not credit).
+count is used for both implementations, so the ratio compares time only (our
+BERT computes MLM logits at the masked positions only, a legitimate saving the
+count does not credit).
 """
 
 import argparse
@@ -281,8 +286,7 @@ def main(argv=None):
         choices=["wall", "cpu"],
         help=(
             "wall clock, or CPU time of this process "
-            "(steadier on a shared machine; use with "
-            "--threads 1)"
+            "(steadier on a shared machine; use with --threads 1)"
         ),
     )
     args = p.parse_args(argv)
@@ -311,8 +315,7 @@ def main(argv=None):
         ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     )
     head = (
-        f"{'model':12s} {'prec':>4s} {'batch':>7s} {'GEMM GF/s':>9s} "
-        "| "
+        f"{'model':12s} {'prec':>4s} {'batch':>7s} {'GEMM GF/s':>9s} | "
         f"{'ours tok/s':>10s} {'s/step':>7s} {'share':>6s} | "
         f"{'HF tok/s':>10s} {'s/step':>7s} {'share':>6s} | {'ours/HF':>7s}"
     )
@@ -326,21 +329,20 @@ def main(argv=None):
             print(
                 f"{r['model']:12s} {precision:>4s} {r['batch']:>7s} "
                 f"{r['gemm_gflops']:9.0f} | {o['tokens_per_s']:10.0f} "
-                f"{o['s_per_step']:7.3f} {o['share_of_gemm']:6.1%} "
-                "| "
+                f"{o['s_per_step']:7.3f} {o['share_of_gemm']:6.1%} | "
                 f"{t['tokens_per_s']:10.0f} {t['s_per_step']:7.3f} "
                 f"{t['share_of_gemm']:6.1%} | {r['ratio']:6.2f}x",
                 flush=True,
             )
         if len(by_precision) == 2:
             a, b = by_precision["fp32"], by_precision["bf16"]
+            gain = {
+                k: b[k]["tokens_per_s"] / a[k]["tokens_per_s"]
+                for k in ("ours", "transformers")
+            }
             print(
-                f"{name:12s} bf16 / fp32 tokens/s: ours "
-                f"{b['ours']['tokens_per_s'] / a['ours']['tokens_per_s']:.2f}"
-                "x, "
-                "transformers "
-                f"{b['transformers']['tokens_per_s'] / a['transformers']['tokens_per_s']:.2f}"
-                "x",
+                f"{name:12s} bf16 / fp32 tokens/s: ours {gain['ours']:.2f}x, "
+                f"transformers {gain['transformers']:.2f}x",
                 flush=True,
             )
 

@@ -52,11 +52,8 @@ def check_sampling_args(
     ):
         raise ValueError(
             "temperature must be a positive, finite number, got "
-            f"{temperature!r}; "
-            "for deterministic decoding use "
-            "do_sample=False "
-            "(greedy) rather than "
-            "temperature 0"
+            f"{temperature!r}; for deterministic decoding use do_sample=False "
+            "(greedy) rather than temperature 0"
         )
     if top_k is not None and not (is_int(top_k) and top_k >= 1):
         raise ValueError(
@@ -90,26 +87,20 @@ def check_prompt(
         )
         raise TypeError(
             "input_ids must be an integer torch.Tensor of token ids "
-            "(int64), got "
-            f"{what}; convert it with "
-            "torch.as_tensor(ids, "
+            f"(int64), got {what}; convert it with torch.as_tensor(ids, "
             "dtype=torch.long)"
         )
     if input_ids.dim() != 2:
         raise ValueError(
             "input_ids must be 2-D (batch, time), got shape "
-            f"{tuple(input_ids.shape)}; for a single "
-            "prompt "
-            "pass ids[None] "
+            f"{tuple(input_ids.shape)}; for a single prompt pass ids[None] "
             "(or ids.unsqueeze(0))"
         )
     B, T = input_ids.shape
     if B == 0 or T == 0:
         raise ValueError(
             f"input_ids has shape {(B, T)}: give at least one prompt of "
-            "at least one "
-            "token (to generate from nothing, start "
-            "from the "
+            "at least one token (to generate from nothing, start from the "
             "end-of-text token)"
         )
     if not (is_int(max_new_tokens) and max_new_tokens >= 0):
@@ -120,22 +111,15 @@ def check_prompt(
         keep = max(n_positions - max_new_tokens, 1)
         raise ValueError(
             f"the prompt has {T} tokens but the model reads at most "
-            "n_positions="
-            f"{n_positions}; shorten it, e.g. keep its "
-            "last "
-            f"{keep} tokens: "
-            f"input_ids[:, -{keep}:]"
+            f"n_positions={n_positions}; shorten it, e.g. keep its last "
+            f"{keep} tokens: input_ids[:, -{keep}:]"
         )
     if n_positions is not None and T + max_new_tokens > n_positions:
         raise ValueError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) = "
-            f"{T + max_new_tokens} tokens, more than "
-            "the "
-            "model's context n_positions="
-            f"{n_positions}; ask for at most "
-            f"{n_positions - T} "
-            "new tokens, or shorten "
-            "the prompt"
+            f"{T + max_new_tokens} tokens, more than the "
+            f"model's context n_positions={n_positions}; ask for at most "
+            f"{n_positions - T} new tokens, or shorten the prompt"
         )
     check_ids(
         "input_ids", input_ids, math.inf if vocab_size is None else vocab_size
@@ -225,13 +209,9 @@ def _last_logits(model: nn.Module, out) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         raise TypeError(
             f"{type(model).__name__} returned {type(out).__name__} "
-            "without next-token "
-            ".logits (B, T, V); generate needs a causal "
-            "language "
-            "model such as "
-            "GPT2LMHeadModel (for a masked language "
-            "model such "
-            "as BERT, use fill_mask)"
+            "without next-token .logits (B, T, V); generate needs a causal "
+            "language model such as GPT2LMHeadModel (for a masked language "
+            "model such as BERT, use fill_mask)"
         )
     return logits[:, -1, :]
 
@@ -281,8 +261,7 @@ def left_pad(
     if not sequences or any(len(s) == 0 for s in sequences):
         raise ValueError(
             "left_pad needs at least one sequence and no empty ones, got "
-            "lengths "
-            f"{[len(s) for s in sequences]}"
+            f"lengths {[len(s) for s in sequences]}"
         )
     B, T = len(sequences), max(len(s) for s in sequences)
     ids = torch.full((B, T), pad_token_id, dtype=torch.long)
@@ -307,25 +286,20 @@ def check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor):
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(
             "attention_mask must be a torch.Tensor of 0/1 (1 = token, 0 "
-            "= padding), "
-            f"got {type(attention_mask).__name__}"
+            f"= padding), got {type(attention_mask).__name__}"
         )
     if attention_mask.shape != input_ids.shape:
         raise ValueError(
             f"attention_mask has shape {tuple(attention_mask.shape)} but "
-            "input_ids "
-            f"{tuple(input_ids.shape)}; give one 0/1 "
-            "entry per "
+            f"input_ids {tuple(input_ids.shape)}; give one 0/1 entry per "
             "prompt token"
         )
     check_mask_values(attention_mask)
     if not bool(attention_mask[:, -1].all()):
         rows = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
         raise ValueError(
-            f"rows {rows} of attention_mask end in padding: for "
-            "generation pad "
-            "prompts on the left (left_pad does), so "
-            "each row "
+            f"rows {rows} of attention_mask end in padding: for generation pad "
+            "prompts on the left (left_pad does), so each row "
             "ends in its last token"
         )
 
@@ -364,11 +338,8 @@ def _check_logits(logits: torch.Tensor, step: int):
     if bool(logits.amax(-1).isnan().any()):
         rows = logits.isnan().any(-1).nonzero().flatten().tolist()
         raise FloatingPointError(
-            f"the model's logits are NaN at decoding step {step + 1} "
-            "(rows "
-            f"{rows}), so no token can be "
-            "chosen; check "
-            "its weights (a NaN "
+            f"the model's logits are NaN at decoding step {step + 1} (rows "
+            f"{rows}), so no token can be chosen; check its weights (a NaN "
             "weight, or an overflow in reduced precision)"
         )
 
@@ -447,11 +418,8 @@ def _special_ids(
             where = f"model.config.{name}" if given is FROM_CONFIG else name
             raise ValueError(
                 f"{where}={value!r} is not a token id of this model's "
-                "vocabulary "
-                f"[0, {vocab_size}); pass {name}= the "
-                "id from "
-                "its tokenizer, or "
-                f"{name}=None"
+                f"vocabulary [0, {vocab_size}); pass {name}= the id from "
+                f"its tokenizer, or {name}=None"
                 + (" (no end-of-text stop)" if "eos" in name else "")
             )
         ids[name] = value
@@ -479,9 +447,7 @@ def _check_options(
     if num_return_sequences > 1 and not do_sample:
         raise ValueError(
             f"num_return_sequences={num_return_sequences} with greedy "
-            "decoding gives "
-            "identical rows; pass do_sample=True to "
-            "draw "
+            "decoding gives identical rows; pass do_sample=True to draw "
             "different ones"
         )
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -502,11 +468,8 @@ def _check_options(
         temperature not in (0, 1) or top_k is not None or top_p is not None
     ):
         warnings.warn(
-            "temperature, top_k and top_p only shape sampling; greedy "
-            "decoding "
-            "(do_sample=False) ignores them. Pass "
-            "do_sample=True "
-            "to sample.",
+            "temperature, top_k and top_p only shape sampling; greedy decoding "
+            "(do_sample=False) ignores them. Pass do_sample=True to sample.",
             stacklevel=3,
         )
 
@@ -604,8 +567,7 @@ def _backend(tokenizer) -> Tokenizer:
     if not isinstance(tok, Tokenizer):
         raise TypeError(
             "tokenizer must be a tokenizers.Tokenizer (e.g. "
-            "load_tokenizer(model_dir)) "
-            "or a transformers fast tokenizer, got "
+            "load_tokenizer(model_dir)) or a transformers fast tokenizer, got "
             f"{type(tokenizer).__name__}"
         )
     return tok
@@ -641,8 +603,7 @@ def generate_text(
         or not all(isinstance(p, str) for p in prompts)
     ):
         raise TypeError(
-            "prompts must be a string or a non-empty list of strings, "
-            "got "
+            "prompts must be a string or a non-empty list of strings, got "
             f"{type(prompts).__name__}"
         )
     eos, pad = _special_ids(
@@ -657,8 +618,7 @@ def generate_text(
     if not all(encoded):
         raise ValueError(
             "a prompt is empty and there is no end-of-text token to "
-            "start it from; "
-            "give every prompt some text"
+            "start it from; give every prompt some text"
         )
     ids, mask = left_pad(encoded, 0 if pad is None else pad)
     device = _device(model)
@@ -687,8 +647,7 @@ def _check_masked_lm(model):
     "Raise unless `model` looks like a masked language model (BERT)."
     name = type(model).__name__
     hint = (
-        "fill_mask needs a masked language model such as "
-        "BertForPreTraining "
+        "fill_mask needs a masked language model such as BertForPreTraining "
         "(for a causal language model such as GPT-2, use generate_text)"
     )
     if not isinstance(model, nn.Module):
@@ -739,8 +698,7 @@ def fill_mask(
     if limit is not None and ids.shape[1] > limit:
         raise ValueError(
             f"the text is {ids.shape[1]} tokens long but the model reads "
-            "at most "
-            f"{limit}; shorten it"
+            f"at most {limit}; shorten it"
         )
     was_training = model.training
     model.eval()

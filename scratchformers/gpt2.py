@@ -99,8 +99,7 @@ class GPT2Config(ConfigMixin):
             self.n_embd % self.n_head == 0,
             f"GPT2Config: n_embd={self.n_embd} is not divisible by "
             f"n_head={self.n_head}; "
-            "each head gets n_embd / n_head channels, so pick "
-            "sizes that "
+            "each head gets n_embd / n_head channels, so pick sizes that "
             "divide",
         )
         if self.n_inner is not None:
@@ -286,11 +285,8 @@ class GPT2Model(PreTrainedModel):
         if T_past + T > self.config.n_positions:
             raise ValueError(
                 f"sequence too long: {T_past} cached + {T} new tokens > "
-                "n_positions="
-                f"{self.config.n_positions}, the size "
-                "of the "
-                "position table; truncate the input "
-                "(or keep only the last "
+                f"n_positions={self.config.n_positions}, the size of the "
+                "position table; truncate the input (or keep only the last "
                 f"{self.config.n_positions} tokens)"
             )
         mask, is_causal = _decoder_mask(
@@ -335,9 +331,7 @@ def _past_length(past_key_values, config: GPT2Config) -> int:
         raise ValueError(
             f"past_key_values has {len(past_key_values)} entries; this "
             f"model has n_layer={config.n_layer} "
-            "(pass back the past_key_values a previous "
-            "call "
-            "returned)"
+            "(pass back the past_key_values a previous call returned)"
         )
     return past_key_values[0][0].size(2)
 
@@ -352,8 +346,7 @@ def _decoder_mask(
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} "
                 "but must be (batch, cached + new "
-                f"tokens) = ({B}, {T_past + T}), one "
-                "entry per "
+                f"tokens) = ({B}, {T_past + T}), one entry per "
                 "token of input_ids" + (" and of the cache" if T_past else "")
             )
         check_mask_values(attention_mask)
@@ -385,8 +378,7 @@ def _check_position_ids(
     if dim not in (1, 2) or position_ids.shape[-1] != T or not batch_ok:
         raise ValueError(
             f"position_ids must have shape ({B}, {T}) or ({T},), one "
-            "position per token "
-            f"of input_ids; got {tuple(position_ids.shape)}"
+            f"position per token of input_ids; got {tuple(position_ids.shape)}"
         )
     # value checks would break the compiled graph
     if torch.compiler.is_compiling():
@@ -394,8 +386,7 @@ def _check_position_ids(
     if position_ids.min() < 0 or position_ids.max() >= n_positions:
         raise ValueError(
             f"position_ids must lie in [0, {n_positions}) (n_positions), "
-            "got values in "
-            f"[{int(position_ids.min())}, "
+            f"got values in [{int(position_ids.min())}, "
             f"{int(position_ids.max())}]"
         )
 

@@ -615,8 +615,7 @@ def test_outputs_index_like_transformers(tmp_path):
                 labels=torch.tensor([[1.0, 2.0, -100.0]]),
             ),
             TypeError,
-            "labels must hold integer token ids \\(torch.long\\), "
-            "got "
+            "labels must hold integer token ids \\(torch.long\\), got "
             "torch.float32",
         ),
         (
@@ -625,8 +624,7 @@ def test_outputs_index_like_transformers(tmp_path):
             ),
             ValueError,
             "labels must be token ids in \\[0, 50\\) or -100 \\(not "
-            "predicted\\), "
-            "got \\[50\\]",
+            "predicted\\), got \\[50\\]",
         ),
         (
             lambda m: m(
@@ -657,8 +655,7 @@ def test_outputs_index_like_transformers(tmp_path):
                 next_sentence_label=torch.tensor([1.0]),
             ),
             TypeError,
-            "next_sentence_label must hold integer ids \\(torch.long\\), "
-            "got "
+            "next_sentence_label must hold integer ids \\(torch.long\\), got "
             "torch.float32",
         ),
         (

@@ -25,10 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 # a few documents of plain English, for --data
 TEXT = "\n\n".join(
-    f"The {w} film was {a}. I watched it {n} times and the {w} story "
-    "stayed "
-    "with me. "
-    f"Its actors were {a}, and the ending was {b}."
+    f"The {w} film was {a}. I watched it {n} times and the {w} story stayed "
+    f"with me. Its actors were {a}, and the ending was {b}."
     for n, (w, a, b) in enumerate(
         [
             ("old", "good", "sad"),
@@ -271,17 +269,12 @@ def test_import_and_light_commands_need_no_datasets(gpt2_dir):
     """import scratchformers(.gpt2/.bert/.generation), --help, --version and
     generate import no `datasets`."""
     code = (
-        "import sys, contextlib, io\n"
-        "import scratchformers\n"
-        "assert 'torch' not in sys.modules, 'import scratchformers "
-        "imports "
-        "torch'\n"
-        "import scratchformers.gpt2, scratchformers.bert, "
+        "import sys, contextlib, io\nimport scratchformers\n"
+        "assert 'torch' not in sys.modules, 'import scratchformers imports "
+        "torch'\nimport scratchformers.gpt2, scratchformers.bert, "
         "scratchformers.generation, scratchformers.weights\n"
-        "from scratchformers import GPT2LMHeadModel, "
-        "BertForPreTraining, "
-        "generate\n"
-        "from scratchformers.cli import main\n"
+        "from scratchformers import GPT2LMHeadModel, BertForPreTraining, "
+        "generate\nfrom scratchformers.cli import main\n"
         "for argv in (['--help'], ['--version'], ['generate', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()), "
         "contextlib.suppress(SystemExit): main(argv)\n"

@@ -834,7 +834,8 @@ _PREPARE = """
 import sys
 from scratchformers.data import DataScale, prepare_bert_data
 print("started", flush=True)
-prepare_bert_data(DataScale("sig", n_reviews=4000, bert_vocab_size=4000), cache_dir=sys.argv[1])
+prepare_bert_data(DataScale("sig", n_reviews=4000, bert_vocab_size=4000), \
+cache_dir=sys.argv[1])
 print("finished", flush=True)
 """
 

@@ -783,8 +783,7 @@ def test_generate_method_calls_generation():
                 torch.zeros(1, 3, dtype=torch.long), labels=torch.zeros(1, 3)
             ),
             TypeError,
-            "labels must hold integer token ids \\(torch.long\\), "
-            "got "
+            "labels must hold integer token ids \\(torch.long\\), got "
             "torch.float32",
         ),
         (
@@ -819,8 +818,7 @@ def test_generate_method_calls_generation():
             ),
             ValueError,
             "attention_mask must hold only 0 \\(padding\\) and 1 \\(real "
-            "token\\), "
-            "got values \\[1, 2\\]",
+            "token\\), got values \\[1, 2\\]",
         ),
         (
             lambda m: m(

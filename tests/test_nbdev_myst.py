@@ -153,8 +153,7 @@ def test_book_settings_render_exercises_citations_and_math(tmp_path):
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     (tmp_path / "_toc.yml").write_text(
-        "format: jb-book\nroot: book/index\nchapters:\n  - file: "
-        "book/demo\n "
+        "format: jb-book\nroot: book/index\nchapters:\n  - file: book/demo\n "
         " - file: book/refs\n"
     )
     book = tmp_path / "book"

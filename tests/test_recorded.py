@@ -59,8 +59,7 @@ def test_recorded_run_replays_bit_for_bit(name, tmp_path):
     if run["cpu"] != cpu_model():
         pytest.skip(
             f"{name} was recorded on a {run['cpu']!r}; this CPU is "
-            f"{cpu_model()!r}, whose "
-            f"kernels may round differently"
+            f"{cpu_model()!r}, whose kernels may round differently"
         )
     if run["torch"] != torch.__version__:
         pytest.skip(
@@ -95,8 +94,7 @@ def test_recorded_run_replays_bit_for_bit(name, tmp_path):
         (tmp_path / "replay" / "run_config.json").read_text()
     )
     assert replay_config["data_digest"] == recorded_config["data_digest"], (
-        "the prepared data (or its tokenizer) differs from the "
-        "recording's: "
+        "the prepared data (or its tokenizer) differs from the recording's: "
         "re-record the run"
     )
     metrics = [

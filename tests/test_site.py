@@ -145,8 +145,7 @@ def _prose_text(dom: str) -> str:
 
 def test_mathjax_is_served_by_the_site():
     assert (HTML / "_static" / "mathjax" / "tex-chtml.js").exists(), (
-        "MathJax is not in _build/html/_static: add "
-        "`sphinx-mathjax-offline` "
+        "MathJax is not in _build/html/_static: add `sphinx-mathjax-offline` "
         "to sphinx.extra_extensions"
     )
     for page in _pages():
@@ -316,8 +315,7 @@ def test_chapter_has_exercises_with_folded_solutions(chapter):
         "per chapter)"
     )
     solutions = re.findall(
-        r'<div class="solution([^"]*)"[^>]*>\s*<p '
-        r'class="admonition-title">'
+        r'<div class="solution([^"]*)"[^>]*>\s*<p class="admonition-title">'
         r'.*?href="#([^"]+)"',
         src,
         re.S,

@@ -295,7 +295,8 @@ import hashlib, json, sys
 from scratchformers.tokenization import train_bytelevel_bpe, train_wordpiece
 texts = json.load(open(sys.argv[1]))
 for train in (train_wordpiece, train_bytelevel_bpe):
-    print(hashlib.sha256(train(texts, vocab_size=1200, show_progress=False).to_str().encode()).hexdigest())
+    print(hashlib.sha256(train(texts, vocab_size=1200, \
+show_progress=False).to_str().encode()).hexdigest())
 """
 
 
@@ -505,8 +506,10 @@ import random, sys
 from scratchformers.tokenization import train_bytelevel_bpe, train_wordpiece
 train = {"wordpiece": train_wordpiece, "bpe": train_bytelevel_bpe}[sys.argv[1]]
 rng = random.Random(0)
-words = lambda n: " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12)) for _ in range(n))
-def texts():  # little text, so the feed is short, but 120,000 rare words: a Rust merge phase of many seconds
+words = lambda n: " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") \
+for _ in range(12)) for _ in range(n))
+def texts():  # little text, so the feed is short, but 120,000 rare words: a \
+Rust merge phase of many seconds
     yield from (words(20) for _ in range(6000))
     print("fed", flush=True)
 train(texts(), vocab_size=200_000, min_frequency=1, show_progress=False)

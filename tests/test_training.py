@@ -472,7 +472,8 @@ DDP_SCRIPT = textwrap.dedent('''
 
     def toy(n, seed):
         g = torch.Generator().manual_seed(seed)
-        start, stride = torch.randint(0, 50, (n, 1), generator=g), torch.randint(1, 4, (n, 1), generator=g)
+        start, stride = torch.randint(0, 50, (n, 1), generator=g), \
+torch.randint(1, 4, (n, 1), generator=g)
         ids = (start + stride * torch.arange(16)) % 50
         return [{"input_ids": x, "labels": x} for x in ids]
 
@@ -481,16 +482,21 @@ DDP_SCRIPT = textwrap.dedent('''
 
     def run(batch_size, out_dir):
         torch.manual_seed(0)
-        model = GPT2LMHeadModel(GPT2Config.tiny(vocab_size=50, n_positions=16, resid_pdrop=0.0, embd_pdrop=0.0,
+        model = GPT2LMHeadModel(GPT2Config.tiny(vocab_size=50, \
+n_positions=16, resid_pdrop=0.0, embd_pdrop=0.0,
                                                 attn_pdrop=0.0))
-        cfg = TrainConfig(lr=3e-3, max_steps=5, batch_size=batch_size, grad_accum_steps=2, warmup_steps=2,
-                          progress=False, out_dir=out_dir, precision="fp32")  # bf16 rounds 2 x 2 and 4 differently
-        return train(model, toy(64, 0), cfg, collate_fn=stack, eval_data=toy(16, 1))
+        cfg = TrainConfig(lr=3e-3, max_steps=5, batch_size=batch_size, \
+grad_accum_steps=2, warmup_steps=2,
+                          progress=False, out_dir=out_dir, precision="fp32")  \
+# bf16 rounds 2 x 2 and 4 differently
+        return train(model, toy(64, 0), cfg, collate_fn=stack, \
+eval_data=toy(16, 1))
 
     if __name__ == "__main__":
         result = run(int(sys.argv[1]), sys.argv[2])
         if int(os.environ["RANK"]) == 0:
-            json.dump({"train": [r["loss"] for r in result.history["train"]], "eval": result.final_eval["loss"]},
+            json.dump({"train": [r["loss"] for r in result.history["train"]], \
+"eval": result.final_eval["loss"]},
                       open(os.path.join(sys.argv[2], "losses.json"), "w"))
         torch.distributed.destroy_process_group()
 ''')
