@@ -1,5 +1,8 @@
 """Fit the code to the book's page: every line at most 80 characters.
 
+Every code cell of the notebooks counts, and every ```python block of their
+markdown cells (solutions), which the page shows as code too.
+
 `ruff format` breaks long expressions but cannot shorten a long comment, a
 long string literal or a long docstring line. This tool first rewrites those
 (a long trailing comment moves to its own line above; long comment lines and
@@ -60,7 +63,9 @@ LIB = "scratchformers"
 class Unit:
     "One notebook cell or one .py file: the code to fit, and what was done."
 
-    where: str  # `book/03_attention.ipynb:cell 12` or `benchmarks/x.py`
+    # `book/03_attention.ipynb:cell 12` (a code cell), `...:cell 9:fence 0`
+    # (a ```python block in a markdown cell) or `benchmarks/x.py`
+    where: str
     source: str
     notebook: bool
     new: str = ""
@@ -607,6 +612,25 @@ def _ruff(units: list[Unit], templates: dict[str, dict]) -> None:
 # ---- driving it --------------------------------------------------------------
 
 
+FENCE = re.compile(
+    r"(?ms)^(?P<fence>`{3,})(?:python|py|ipython3?)[ \t]*\n"
+    r"(?P<code>.*?)^(?P=fence)[ \t]*$"
+)
+
+
+def _fences(markdown: str) -> list[re.Match]:
+    "The ```python blocks of a markdown cell (exercise solutions, examples)."
+    return list(FENCE.finditer(markdown))
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(_mask(code)[0])
+    except SyntaxError:
+        return False
+    return True
+
+
 def _label(p: Path) -> str:
     "How a file is named in messages: relative to the working directory."
     return Path(os.path.relpath(p.resolve(), Path.cwd())).as_posix()
@@ -620,10 +644,16 @@ def _units(paths: list[Path]) -> tuple[list[Unit], dict[str, dict]]:
             nb = json.loads(p.read_text(encoding="utf-8"))
             templates[rel] = {k: v for k, v in nb.items() if k != "cells"}
             for n, c in enumerate(nb["cells"]):
+                s = c["source"]
+                s = s if isinstance(s, str) else "".join(s)
                 if c["cell_type"] == "code":
-                    s = c["source"]
-                    s = s if isinstance(s, str) else "".join(s)
                     units.append(Unit(f"{rel}:cell {n}", s, True, s))
+                elif c["cell_type"] == "markdown":
+                    for k, m in enumerate(_fences(s)):
+                        code = m.group("code")
+                        if _parses(code):
+                            w = f"{rel}:cell {n}:fence {k}"
+                            units.append(Unit(w, code, True, code))
         else:
             s = p.read_text(encoding="utf-8")
             units.append(Unit(rel, s, False, s))
@@ -643,6 +673,20 @@ def _write(paths: list[Path], units: list[Unit]) -> list[str]:
                 u = by_where.get(f"{rel}:cell {n}")
                 if u and u.new != u.source:
                     c["source"] = u.new.splitlines(keepends=True)
+                    dirty = True
+                if c["cell_type"] != "markdown":
+                    continue
+                md = "".join(c["source"])
+                parts, end = [], 0
+                for k, m in enumerate(_fences(md)):
+                    u = by_where.get(f"{rel}:cell {n}:fence {k}")
+                    if u and u.new != u.source:
+                        code = u.new.rstrip("\n") + "\n"
+                        parts += [md[end : m.start("code")], code]
+                        end = m.end("code")
+                if parts:
+                    md = "".join(parts) + md[end:]
+                    c["source"] = md.splitlines(keepends=True)
                     dirty = True
             if dirty:
                 text = json.dumps(

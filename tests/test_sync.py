@@ -15,7 +15,7 @@ import nbformat
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent
-RUFF = BIN / "ruff"
+FIT = ROOT / "_ext" / "fit_page.py"
 EXPORT_TESTS = ROOT / "_ext" / "export_tests.py"
 
 
@@ -66,9 +66,12 @@ def test_notebooks_exist_for_every_module():
 
 
 def test_fresh_export_changes_nothing(tmp_path):
-    "`make export`'s steps for the package: nbdev_export, then ruff format."
+    "`make export`'s steps for the package: nbdev_export, then fit_page.py."
     proj = _copy_project(tmp_path)
-    for cmd in ([BIN / "nbdev_export"], [RUFF, "format", "scratchformers"]):
+    for cmd in (
+        [BIN / "nbdev_export"],
+        [sys.executable, FIT, "scratchformers"],
+    ):
         subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
     diff = _differences(
         ROOT / "scratchformers", proj / "scratchformers", "*.py"
