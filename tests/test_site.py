@@ -7,10 +7,12 @@ Needs `make book` first (`make test` runs it). Uses Debian's headless Chromium.
 """
 
 import html
+import json
 import re
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,7 +47,7 @@ def _pages() -> list[str]:
     return [root, *_chapters()]
 
 
-def _dom(page, budget_ms: int = 5000) -> str:
+def _dom(page, budget_ms: int = 5000, window: str = "") -> str:
     """The page's DOM after its scripts ran, in headless Chromium with every
     network request refused."""
     chromium = shutil.which("chromium")
@@ -71,6 +73,7 @@ def _dom(page, budget_ms: int = 5000) -> str:
                 "--proxy-bypass-list=<-loopback>",
                 "--host-resolver-rules=MAP * ~NOTFOUND",
                 f"--virtual-time-budget={budget_ms}",
+                *([f"--window-size={window}"] if window else []),
                 "--dump-dom",
                 page.as_uri(),
             ],
@@ -333,3 +336,88 @@ def test_chapter_has_exercises_with_folded_solutions(chapter):
         f"{chapter}: solutions shown unfolded (add `:class: dropdown`): "
         f"{unfolded}"
     )
+
+
+# ---- code fits the page: no code block scrolls sideways ----
+
+
+# Run in the page after it loaded: unfold every solution, then report each
+# `pre` of code (cell inputs, code blocks in the prose) that is wider than its
+# box, with its first line that does not fit.
+_MEASURE = """<script>
+addEventListener("load", () => setTimeout(() => {
+  document.querySelectorAll(".toggle-hidden")
+    .forEach((e) => e.classList.remove("toggle-hidden"));
+  document.querySelectorAll("details").forEach((d) => (d.open = true));
+  setTimeout(() => {
+    const ctx = document.createElement("canvas").getContext("2d");
+    const pres = [...document.querySelectorAll("pre")]
+      .filter((pre) => !pre.closest(".cell_output"));
+    const bad = pres.filter((pre) => pre.scrollWidth > pre.clientWidth)
+      .map((pre) => {
+        const cs = getComputedStyle(pre);
+        ctx.font = cs.font;
+        const room = pre.clientWidth - parseFloat(cs.paddingLeft)
+          - parseFloat(cs.paddingRight);
+        const lines = pre.textContent.split("\\n");
+        return lines.find((l) => ctx.measureText(l).width > room)
+          || lines.reduce((a, b) => (b.length > a.length ? b : a));
+      });
+    const out = document.createElement("div");
+    out.id = "fit-page-report";
+    out.textContent = JSON.stringify({ measured: pres.length, bad });
+    document.body.appendChild(out);
+  }, 100);
+}, 100));
+</script>"""
+
+
+def _wide_code(page: Path, extra_line: str = "") -> tuple[int, list[str]]:
+    """(code blocks measured, the first too-wide line of each block that
+    scrolls) on `page` at a 1400 x 900 window. `extra_line` is appended to the
+    first code cell (to prove the check sees a wide line)."""
+    src = page.read_text(encoding="utf-8")
+    base = f'<head><base href="{page.parent.as_uri()}/">'
+    src = src.replace("<head>", base, 1).replace(
+        "</body>", _MEASURE + "</body>"
+    )
+    if extra_line:
+        cell = re.search(r'<div class="cell_input[^"]*">.*?<pre>', src, re.S)
+        assert cell, f"{page.name}: no code cell"
+        src = (
+            src[: cell.end()]
+            + html.escape(extra_line)
+            + "\n"
+            + src[cell.end() :]
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / page.name
+        copy.write_text(src, encoding="utf-8")
+        dom = _dom(copy, window="1400,900")
+    m = re.search(r'<div id="fit-page-report">(.*?)</div>', dom, re.S)
+    assert m, f"{page.name}: the measuring script did not run"
+    report = json.loads(html.unescape(m.group(1)))
+    return report["measured"], report["bad"]
+
+
+@pytest.mark.parametrize("page", _pages())
+def test_no_code_scrolls_sideways(page):
+    """At a 1400-pixel-wide window, no code cell's input and no code block of
+    the prose (exercise solutions unfolded) is wider than its column: the code
+    is fitted to 80 characters (`make fmt`), and the column shows about 87 (84
+    inside a solution's box). Cell outputs are not measured: a training log or
+    a table may be wider, and its lines are the program's output, not code."""
+    measured, bad = _wide_code(HTML / f"{page}.html")
+    assert not bad, (
+        f"{page}: {len(bad)} code block(s) scroll sideways at 1400 px; "
+        f"the first: {bad[0]!r}"
+    )
+
+
+def test_the_width_check_sees_a_wide_line():
+    page = HTML / f"{_notebooks()[0]}.html"
+    measured, bad = _wide_code(page)
+    assert measured > 0 and not bad
+    wide = "x = " + " + ".join(["value"] * 20)
+    measured, bad = _wide_code(page, extra_line=wide)
+    assert bad == [wide], bad
