@@ -9,15 +9,17 @@ import math
 import numbers
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from urllib.parse import urlparse
 
 # %% auto #0
 __all__ = ['check', 'is_int', 'is_number', 'plain_numbers', 'require_int', 'require_real', 'require_choice', 'check_integer',
            'check_ids', 'check_input_ids', 'check_same_shape', 'check_mask_values', 'check_labels', 'atomic_path',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'atomic_dir']
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_save', 'atomic_dir', 'hub_reachable']
 
 # %% ../book/00_checks.ipynb #349f56d2
 def _torch():
@@ -193,3 +195,15 @@ def atomic_dir(path, write):
         if not path.exists(): raise  # else another process built it first: keep theirs
     finally: shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(path.parent)
+
+# %% ../book/00_checks.ipynb #114e7ad7
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    "Whether a connection to the Hub opens within `timeout` seconds (True behind a proxy)."
+    if any(os.environ.get(v) for v in _PROXY_VARS): return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try: socket.create_connection((url.hostname, port), timeout).close()
+    except OSError: return False
+    return True

@@ -92,19 +92,15 @@ def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     per_token = (6 * (n_params - embeddings) + 6 * head * config.vocab_size * width
                  + 12 * layers * width * seq)
     seconds = (steps or 1000) * batch * seq * per_token / flops
+    took = "~" + _training()._duration(seconds)  # training's format; "~": an estimate
     shape = [name, str(layers), str(width), str(heads), str(config.vocab_size), str(seq),
              _count(n_params)]
     if steps is None:  # by epochs: the steps depend on the data, so the time is per 1000 steps
         epochs = t.get("epochs", 1)
-        return shape + [f"{epochs} epoch{'s' * (epochs != 1)}", str(batch), f"{_duration(seconds)}/1000 steps"]
-    return shape + [str(steps), str(batch), _duration(seconds)]
+        return shape + [f"{epochs} epoch{'s' * (epochs != 1)}", str(batch), f"{took}/1000 steps"]
+    return shape + [str(steps), str(batch), took]
 
 def _count(n: int) -> str: return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
-
-def _duration(seconds: float) -> str:
-    "`seconds` as '~40 s', '~12 min' or '~3.5 h'."
-    if seconds < 60: return f"~{seconds:.0f} s"
-    return f"~{seconds / 60:.0f} min" if seconds < 3600 else f"~{seconds / 3600:,.1f} h"
 
 def preset_table(kind: str) -> str:
     "The presets of `kind` ('bert' or 'gpt2') as the text table that ends `--help`."

