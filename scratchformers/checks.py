@@ -200,7 +200,7 @@ def atomic_dir(path, write):
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    "Whether a connection to the Hub opens within `timeout` seconds (True behind a proxy)."
+    "Whether the Hub answers within `timeout` seconds (True behind a proxy)."
     if any(os.environ.get(v) for v in _PROXY_VARS): return True
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     port = url.port or (443 if url.scheme == "https" else 80)

@@ -92,12 +92,13 @@ def _row(kind: str, name: str, preset, flops: float) -> list[str]:
     per_token = (6 * (n_params - embeddings) + 6 * head * config.vocab_size * width
                  + 12 * layers * width * seq)
     seconds = (steps or 1000) * batch * seq * per_token / flops
-    took = "~" + _training()._duration(seconds)  # training's format; "~": an estimate
+    took = "~" + _training()._duration(seconds)  # "~": an estimate
     shape = [name, str(layers), str(width), str(heads), str(config.vocab_size), str(seq),
              _count(n_params)]
     if steps is None:  # by epochs: the steps depend on the data, so the time is per 1000 steps
         epochs = t.get("epochs", 1)
-        return shape + [f"{epochs} epoch{'s' * (epochs != 1)}", str(batch), f"{took}/1000 steps"]
+        return shape + [f"{epochs} epoch{'s' * (epochs != 1)}", str(batch),
+                        f"{took}/1000 steps"]
     return shape + [str(steps), str(batch), took]
 
 def _count(n: int) -> str: return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"

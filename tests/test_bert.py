@@ -143,14 +143,6 @@ def test_old_style_checkpoint(tmp_path, fmt):
     assert ours.cls.predictions.decoder.weight is ours.bert.embeddings.word_embeddings.weight
 
 
-def test_parameter_counts_base_equal_transformers():
-    with torch.device("meta"):
-        for ours, theirs in [(BertModel, transformers.BertModel), (BertForPreTraining, transformers.BertForPreTraining)]:
-            n_ours = ours(BertConfig.base()).num_parameters()
-            n_hf = theirs(transformers.BertConfig()).num_parameters()
-            assert n_ours == n_hf, f"{ours.__name__}: {n_ours} parameters, transformers {n_hf}"
-
-
 def test_base_forward_shapes():
     torch.manual_seed(0)
     model = BertForPreTraining(BertConfig.base()).eval()
@@ -266,16 +258,6 @@ def test_bad_input(tiny, call, match):
 def test_float_ids_rejected(tiny):
     with pytest.raises(TypeError, match="integer token ids"):
         tiny(torch.tensor([[1.0, 2.0]]))
-
-
-def test_untrained_loss_is_uniform_guess():
-    torch.manual_seed(0)
-    m = BertForPreTraining(BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                      intermediate_size=128)).eval()
-    ids = torch.randint(5, 1000, (4, 32))
-    out = m(ids, labels=ids, next_sentence_label=torch.tensor([0, 1, 0, 1]))
-    assert abs(out.mlm_loss.item() - math.log(1000)) < 0.05
-    assert abs(out.nsp_loss.item() - math.log(2)) < 0.05
 
 
 # ---------------------------------------------------------------- outputs shaped like transformers'

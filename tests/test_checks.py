@@ -46,7 +46,7 @@ def _calls(tree: ast.Module, module: str, name: str) -> list[str]:
 
 
 def test_no_module_level_function_is_defined_in_two_modules():
-    "A helper two chapters need lives once, in the earlier one (e.g. _duration, hub_reachable)."
+    "A helper two chapters need lives once, in the earlier one."
     where = {}
     for m, tree in _modules().items():
         for f in tree.body:
@@ -175,8 +175,9 @@ def test_checks_imports_nothing_heavy():
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
-    assert names <= {"__future__", "math", "numbers", "os", "shutil", "socket", "tempfile",
-                     "contextlib", "dataclasses", "pathlib", "urllib"}, names
+    assert names <= {"__future__", "math", "numbers", "os", "shutil", "socket",
+                     "tempfile", "contextlib", "dataclasses", "pathlib",
+                     "urllib"}, names
     inner = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) and n not in top for a in n.names}
     assert inner <= {"torch"}, inner
 

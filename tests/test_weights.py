@@ -300,7 +300,8 @@ def test_hub_name_offline_fails_fast_and_says_how(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail("network probed while offline"))
+    probed = "network probed while offline"
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail(probed))
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     with pytest.raises(FileNotFoundError) as e:
@@ -328,7 +329,8 @@ def test_hub_name_unreachable_fails_fast(tmp_path, monkeypatch):
 def test_hub_name_that_is_a_local_directory_loads_locally(saved, monkeypatch):
     toy, d = saved
     monkeypatch.chdir(d.parent)
-    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail("network probed for a local directory"))
+    probed = "network probed for a local directory"
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail(probed))
     again = Toy.from_pretrained("toy")  # 'toy' is shaped like a Hub id, but is a directory here
     assert torch.equal(again.emb.weight, toy.emb.weight)
 
