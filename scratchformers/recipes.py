@@ -101,10 +101,10 @@ def _eos_ids(tokenizer) -> dict:
 
 @dataclass(frozen=True)
 class Family:
-    "What a run of one kind of model needs: its presets, data, model and metrics."
+    "What a run of one kind of model needs: presets, data, model, metrics."
     what: str                 # the run, as messages name it: "BERT pretraining"
     presets: dict             # preset name -> RunPreset
-    prepare: Callable         # chapter 2's prepare_*_data(scale, cache_dir=, seed=)
+    prepare: Callable         # chapter 2's prepare_bert_data or prepare_gpt2_data
     config: type              # config class; a preset's `model` names a size
     model: type               # the model class, built from a config
     collate: str              # the prepared data's attribute that collates

@@ -237,6 +237,8 @@ def test_compiled_model_saves_plain_names(gpt2_data, tmp_path):
     train(tiny_gpt2(), gpt2_data.train, cfg, collate_fn=gpt2_data.collate, resume=True)
 
 
+# --- several processes ----------------------------------------------------------------------------------------
+
 DDP_SCRIPT = textwrap.dedent('''
     import json, os, sys, torch
     from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel
