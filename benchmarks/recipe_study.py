@@ -37,9 +37,9 @@ from scratchformers.checks import atomic_write_text  # noqa: E402
 from scratchformers.data import MLMCollator, get_scale, prepare_bert_data, prepare_gpt2_data  # noqa: E402
 from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from scratchformers.tokenization import GPT2_EOS  # noqa: E402
+from scratchformers.recipes import BERT_PRESETS, GPT2_PRESETS, recipe_config  # noqa: E402
 from scratchformers.training import (  # noqa: E402
-    BERT_PRESETS, GPT2_PRESETS, TrainConfig, bert_pretraining_metrics, count_parameters,
-    cpu_model, recipe_config, train)
+    TrainConfig, bert_pretraining_metrics, count_parameters, cpu_model, train)
 
 # Each recipe: what it changes from the current pocket preset (TrainConfig fields under "train",
 # model config fields under "model"), and why it is worth trying.

@@ -20,7 +20,8 @@ _EXPORTS = {
     "classification": ["BertForSequenceClassification", "GPT2ForSequenceClassification",
                        "finetune", "classify"],
     "tokenization": ["load_tokenizer", "save_tokenizer", "train_wordpiece", "train_bytelevel_bpe"],
-    "training": ["TrainConfig", "pretrain_bert", "train_gpt2"],
+    "training": ["TrainConfig"],
+    "recipes": ["pretrain_bert", "train_gpt2"],
     "data": ["read_texts", "prepare_bert_data", "prepare_gpt2_data"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -27,12 +27,17 @@ def _training():
     from scratchformers import training
     return training
 
+def _recipes():
+    "The recipes module (presets, pretrain_bert, train_gpt2), imported on first use."
+    from scratchformers import recipes
+    return recipes
+
 def presets_of(kind: str) -> dict:
-    "The run presets of `kind`: 'bert', 'gpt2' (training.py) or 'finetune' (classification.py)."
+    "The run presets of `kind`: 'bert', 'gpt2' (recipes.py) or 'finetune' (classification.py)."
     if kind == "finetune":
         from scratchformers.classification import FINETUNE_PRESETS
         return FINETUNE_PRESETS
-    return _training().BERT_PRESETS if kind == "bert" else _training().GPT2_PRESETS
+    return _recipes().BERT_PRESETS if kind == "bert" else _recipes().GPT2_PRESETS
 
 def preset_name(kind: str):
     "An argparse type: a name in `presets_of(kind)`, looked up only when a value is parsed."
@@ -439,7 +444,7 @@ def run_training(args: argparse.Namespace) -> Path:
     "Run pretrain-bert or train-gpt2 as `args` say; return the output directory."
     training = _training()
     kind = "bert" if args.command == "pretrain-bert" else "gpt2"
-    preset = training.get_preset(presets_of(kind), args.preset)
+    preset = _recipes().get_preset(presets_of(kind), args.preset)
     out_dir = args.output_dir or Path(f"runs/{kind}-{args.preset}")
     args.out_dir = out_dir  # for the interrupt message
     check_writable_dir(out_dir, "--output-dir")
@@ -459,7 +464,7 @@ def run_training(args: argparse.Namespace) -> Path:
     seed = overrides.get("seed", preset.train.get("seed", 0))
     device = overrides.get("device", "auto")
     data = own_data(args, kind, preset, seed, device) if args.data else None
-    run = training.pretrain_bert if kind == "bert" else training.train_gpt2
+    run = _recipes().pretrain_bert if kind == "bert" else _recipes().train_gpt2
     result = run(args.preset, out_dir, data=data, resume=args.resume, cache_dir=args.cache_dir,
                  **overrides)
     _report(result, out_dir, args)

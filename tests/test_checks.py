@@ -94,7 +94,7 @@ def test_value_checks_of_tensors_live_in_checks():
 def test_model_sizes_come_from_one_table():
     from scratchformers.bert import BERT_SIZES, BertConfig
     from scratchformers.gpt2 import GPT2_SIZES, GPT2Config
-    from scratchformers.training import BERT_PRESETS, GPT2_PRESETS
+    from scratchformers.recipes import BERT_PRESETS, GPT2_PRESETS
     assert BERT_PRESETS["tiny"].model_overrides == BERT_SIZES["tiny"]
     assert GPT2_PRESETS["tiny"].model_overrides == GPT2_SIZES["tiny"]
     for name, sizes in BERT_SIZES.items():
@@ -103,8 +103,9 @@ def test_model_sizes_come_from_one_table():
     for name, sizes in GPT2_SIZES.items():
         config = getattr(GPT2Config, name)(vocab_size=100)
         assert all(getattr(config, k) == v for k, v in sizes.items()), name
-    training = (PKG / "training.py").read_text(encoding="utf-8")
-    assert not re.search(r"n_embd=\d|hidden_size=\d", training), "training.py spells out a model size"
+    for module in ("training", "recipes"):
+        text = (PKG / f"{module}.py").read_text(encoding="utf-8")
+        assert not re.search(r"n_embd=\d|hidden_size=\d", text), f"{module}.py spells out a model size"
 
 
 # ---------------------------------------------------------------- imports follow the reading order

@@ -17,7 +17,8 @@ import torch
 import scratchformers
 from scratchformers import cli
 from scratchformers.cli import build_parser, main, parse_args
-from scratchformers.training import BERT_PRESETS, CHECKPOINT_NAME, GPT2_PRESETS
+from scratchformers.recipes import BERT_PRESETS, GPT2_PRESETS
+from scratchformers.training import CHECKPOINT_NAME
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -143,12 +144,12 @@ def test_import_and_light_commands_need_no_datasets(gpt2_dir):
 def test_top_level_exports_are_the_modules_objects():
     from scratchformers import (BertConfig, BertForPreTraining, BertModel, GPT2Config, GPT2LMHeadModel, GPT2Model,
                                 generate, load_tokenizer, pretrain_bert, TrainConfig, train_gpt2)
-    from scratchformers import bert, generation, gpt2, tokenization, training
+    from scratchformers import bert, generation, gpt2, recipes, tokenization, training
     assert (BertConfig, BertModel, BertForPreTraining) == (bert.BertConfig, bert.BertModel, bert.BertForPreTraining)
     assert (GPT2Config, GPT2Model, GPT2LMHeadModel) == (gpt2.GPT2Config, gpt2.GPT2Model, gpt2.GPT2LMHeadModel)
     assert generate is generation.generate and load_tokenizer is tokenization.load_tokenizer
-    assert (TrainConfig, pretrain_bert, train_gpt2) == (training.TrainConfig, training.pretrain_bert,
-                                                         training.train_gpt2)
+    assert (TrainConfig, pretrain_bert, train_gpt2) == (training.TrainConfig, recipes.pretrain_bert,
+                                                         recipes.train_gpt2)
     assert sorted(scratchformers.__all__) == sorted(scratchformers._MODULE_OF)
     assert "GPT2LMHeadModel" in dir(scratchformers)
     with pytest.raises(AttributeError, match="no attribute 'GPT3'"): scratchformers.GPT3
@@ -221,13 +222,13 @@ class FakeResult:
 @pytest.fixture
 def fake_train(monkeypatch):
     "Replace train_gpt2 and pretrain_bert by recorders of their arguments."
-    from scratchformers import training
+    from scratchformers import recipes
     calls = []
     def fake(preset, out_dir, **kw):
         calls.append(dict(preset=preset, out_dir=out_dir, **kw))
         return FakeResult()
-    monkeypatch.setattr(training, "train_gpt2", fake)
-    monkeypatch.setattr(training, "pretrain_bert", fake)
+    monkeypatch.setattr(recipes, "train_gpt2", fake)
+    monkeypatch.setattr(recipes, "pretrain_bert", fake)
     return calls
 
 
