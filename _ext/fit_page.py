@@ -33,6 +33,7 @@ import argparse
 import ast
 import io
 import json
+import keyword
 import os
 import re
 import shutil
@@ -261,24 +262,34 @@ def _split_string(text: str, first: int, width: int) -> list[str] | None:
     if "r" in prefix.lower():  # a regex: a space is no better place than `|`
         good, weak = weak, good
     extra = len(prefix) + 2 * len(quote)
-    pieces, start, room = [], 0, first
-    while len(body) - start + extra > room:
-        cut = None
-        for points in (good, weak):
-            fits = [
-                p for p in points if start < p and p - start + extra <= room
-            ]
-            if fits:
-                cut = fits[-1]
-                break
-        if cut is None:
-            later = [p for p in good + weak if p > start]
-            if not later:
-                break
-            cut = min(later)
-        pieces.append(body[start:cut])
-        start, room = cut, width
-    pieces.append(body[start:])
+
+    def cut(first: int, width: int) -> list[str]:
+        pieces, start, room = [], 0, first
+        while len(body) - start + extra > room:
+            end = None
+            for points in (good, weak):
+                fits = [p for p in points if start < p <= start + room - extra]
+                if fits:
+                    end = fits[-1]
+                    break
+            if end is None:
+                later = [p for p in good + weak if p > start]
+                if not later:
+                    break
+                end = min(later)
+            pieces.append(body[start:end])
+            start, room = end, width
+        return pieces + [body[start:]]
+
+    pieces = cut(first, width)
+    # no orphaned last word: narrower pieces while their number stays the same
+    for less in range(2, width // 3, 2):
+        if len(pieces) < 2 or len(pieces[-1]) + extra >= width // 3:
+            break
+        fewer = cut(first - less, width - less)
+        if len(fewer) != len(pieces):
+            break
+        pieces = fewer
     if len(pieces) < 2:
         return None
 
@@ -399,6 +410,25 @@ def _fix_in_string(lines, i, t) -> bool:
     return True
 
 
+def _unwrap_string(lines, sig) -> bool:
+    """`("one string")` -> `"one string"` (parentheses an earlier split left
+    after ruff joined the pieces again); never the parentheses of a call."""
+    for k in range(1, len(sig) - 2):
+        prev, a, t, b = sig[k - 1 : k + 3]
+        if not (a.string == "(" and b.string == ")" and t.type == tk.STRING):
+            continue
+        if a.start[0] != b.end[0] or prev.string in (")", "]", "}"):
+            continue
+        if prev.type in (tk.NAME, tk.STRING, tk.NUMBER) and not (
+            keyword.iskeyword(prev.string)
+        ):
+            continue
+        line = lines[a.start[0] - 1]
+        lines[a.start[0] - 1] = line[: a.start[1]] + t.string + line[b.end[1] :]
+        return True
+    return False
+
+
 def _merge_strings(lines, sig) -> bool:
     """Join two pieces of an implicitly concatenated string, each alone on its
     line, when the joined piece fits (splitting in rounds leaves fragments)."""
@@ -490,7 +520,7 @@ def _rewrite_once(src: str, notebook: bool) -> str | None:
         by_row.setdefault(t.start[0], []).append(t)
     if notebook and _import_lines(lines, tree_, toks):
         return "\n".join(lines)
-    if _merge_strings(lines, sig):
+    if _merge_strings(lines, sig) or _unwrap_string(lines, sig):
         return "\n".join(lines)
     for i, line in enumerate(lines):
         if len(line) <= WIDTH or DIRECTIVE.match(line) or PRAGMA.search(line):

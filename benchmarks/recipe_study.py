@@ -23,6 +23,7 @@ its final held-out metrics, plus the machine, torch version and command.
 """
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -40,16 +41,19 @@ import torch  # noqa: E402
 from scratchformers import training  # noqa: E402
 from scratchformers.bert import BertConfig, BertForPreTraining  # noqa: E402
 from scratchformers.checks import atomic_write_text  # noqa: E402
-from scratchformers.data import get_scale, prepare_bert_data, prepare_gpt2_data  # noqa: E402
+from scratchformers.data import (
+    MLMCollator,
+    get_scale,
+    prepare_bert_data,
+    prepare_gpt2_data,
+)  # noqa: E402
 from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from scratchformers.tokenization import GPT2_EOS  # noqa: E402
+from scratchformers.recipes import BERT_PRESETS, GPT2_PRESETS, recipe_config  # noqa: E402
 from scratchformers.training import (  # noqa: E402
-    BERT_PRESETS,
-    GPT2_PRESETS,
     bert_pretraining_metrics,
     count_parameters,
     cpu_model,
-    recipe_config,
     train,
 )
 
@@ -83,7 +87,7 @@ RECIPES = {
         ),
         "lr-2e-3-no-decay-end": dict(
             train=dict(lr=2e-3, min_lr_ratio=0.0, warmup_steps=20),
-            why=("short warm-up, cosine all the way to 0"),
+            why="short warm-up, cosine all the way to 0",
         ),
         "4x128": dict(
             train=dict(lr=2e-3),
@@ -103,6 +107,29 @@ RECIPES = {
         ),
         "vocab-2048": dict(
             data=dict(gpt2_vocab_size=2048), why="a BPE of 2,048 pieces"
+        ),
+        "4x128-vocab-4096": dict(
+            train=dict(lr=1e-3),
+            model=dict(n_embd=128, n_head=2),
+            data=dict(gpt2_vocab_size=4096),
+            why="half the width and a BPE of 4,096 pieces",
+        ),
+        "4x128-eager": dict(
+            train=dict(lr=1e-3),
+            model=dict(n_embd=128, n_head=2, attn_implementation="eager"),
+            why=(
+                "half the width, attention written out "
+                "(faster than the fused kernel on a CPU)"
+            ),
+        ),
+        "4x128-eager-context-256": dict(
+            train=dict(lr=1e-3, batch_size=2),
+            model=dict(n_embd=128, n_head=2, attn_implementation="eager"),
+            data=dict(block_size=256),
+            why=(
+                "as above with windows of 256 tokens (2 a batch: the "
+                "same tokens a step)"
+            ),
         ),
     },
     "bert": {
@@ -143,6 +170,47 @@ RECIPES = {
                 hidden_size=128, num_attention_heads=2, intermediate_size=512
             ),
             why="half the width, smaller batches",
+        ),
+        "2-layers-mask-30%": dict(
+            train=dict(lr=1e-3),
+            model=dict(num_hidden_layers=2),
+            mlm=0.3,
+            why=(
+                "2 layers, 30 % of the tokens masked in training "
+                "(evaluated at 15 %)"
+            ),
+        ),
+        "2-layers-mask-40%": dict(
+            train=dict(lr=1e-3),
+            model=dict(num_hidden_layers=2),
+            mlm=0.4,
+            why="2 layers, 40 % masked in training (Wettig et al. 2023)",
+        ),
+        "2-layers-eager": dict(
+            train=dict(lr=1e-3),
+            model=dict(num_hidden_layers=2, attn_implementation="eager"),
+            why=(
+                "2 layers, attention written out (faster than the fused "
+                "kernel on a CPU)"
+            ),
+        ),
+        "2-layers-eager-mask-40%": dict(
+            train=dict(lr=1e-3),
+            mlm=0.4,
+            model=dict(num_hidden_layers=2, attn_implementation="eager"),
+            why="2 layers, attention written out, 40 % masked in training",
+        ),
+        "2-layers-eager-mask-40%-lr-3e-4": dict(
+            train=dict(lr=3e-4),
+            mlm=0.4,
+            model=dict(num_hidden_layers=2, attn_implementation="eager"),
+            why="as above at a third of the learning rate",
+        ),
+        "2-layers-eager-mask-40%-lr-2e-3": dict(
+            train=dict(lr=2e-3, warmup_ratio=0.1),
+            mlm=0.4,
+            model=dict(num_hidden_layers=2, attn_implementation="eager"),
+            why="as above at twice the learning rate, 10 % warm-up",
         ),
     },
 }
@@ -203,12 +271,21 @@ def run(family: str, data, valid, recipe: dict, steps: int, eval_every: int):
             eval_data=valid,
             perplexity=True,
         ), cfg
+    collate = data.collator
+    # a training masking rate of the recipe's; evaluation keeps chapter 2's 15 %
+    if "mlm" in recipe:
+        collate = MLMCollator(
+            data.tokenizer, recipe["mlm"], collate.whole_word, collate.seed
+        )
     return train(
         model,
         data.train,
         cfg,
-        collate_fn=data.collator,
+        collate_fn=collate,
         eval_data=valid,
+        eval_collate_fn=copy.deepcopy(data.collator)
+        if valid is not None
+        else None,
         metrics_fn=bert_pretraining_metrics,
         model_kwargs={"labelled_only": True},
     ), cfg
@@ -326,6 +403,7 @@ def main(argv=None):
             train=recipe.get("train", {}),
             model=recipe.get("model", {}),
             data=recipe.get("data", {}),
+            mlm=recipe.get("mlm"),
             data_digest=data.digest,
             chars_per_token=chars_per_token(data, args.family)
             if args.family == "gpt2"

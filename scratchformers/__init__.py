@@ -50,7 +50,8 @@ _EXPORTS = {
         "train_wordpiece",
         "train_bytelevel_bpe",
     ],
-    "training": ["TrainConfig", "pretrain_bert", "train_gpt2"],
+    "training": ["TrainConfig"],
+    "recipes": ["pretrain_bert", "train_gpt2"],
     "data": ["read_texts", "prepare_bert_data", "prepare_gpt2_data"],
 }
 _MODULE_OF = {

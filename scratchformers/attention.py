@@ -29,8 +29,8 @@ def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
     B, T, C = x.shape
     if C % n_head:
         raise ValueError(
-            f"cannot split {C} channels into {n_head} heads: {C} is not "
-            f"a multiple of {n_head}"
+            f"cannot split {C} channels into {n_head} "
+            f"heads: {C} is not a multiple of {n_head}"
         )
     return x.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hs)
 
@@ -58,8 +58,8 @@ def causal_mask(T_q: int, T_k: int, device=None) -> torch.Tensor:
     see keys 0..T_k - T_q + i."""
     if T_q > T_k:
         raise ValueError(
-            f"more queries than keys ({T_q} > {T_k}): the queries must "
-            "be the last T_q positions"
+            f"more queries than keys ({T_q} > {T_k}): "
+            "the queries must be the last T_q positions"
         )
     q_pos = torch.arange(T_k - T_q, T_k, device=device)[:, None]  # (T_q, 1)
     k_pos = torch.arange(T_k, device=device)[None, :]  # (1, T_k)
@@ -172,8 +172,8 @@ def attend(
             )
         return eager_attention(q, k, v, mask, dropout_p)
     raise ValueError(
-        f"unknown attention implementation {implementation!r}; choose "
-        f"one of {ATTN_IMPLEMENTATIONS}"
+        "unknown attention implementation "
+        f"{implementation!r}; choose one of {ATTN_IMPLEMENTATIONS}"
     )
 
 
@@ -204,8 +204,8 @@ class MultiHeadAttention(nn.Module):
             )
         if implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
-                f"unknown attention implementation {implementation!r}; "
-                f"choose one of {ATTN_IMPLEMENTATIONS}"
+                "unknown attention implementation "
+                f"{implementation!r}; choose one of {ATTN_IMPLEMENTATIONS}"
             )
         self.n_embd, self.n_head, self.attn_pdrop, self.implementation = (
             n_embd,

@@ -117,8 +117,8 @@ class BertConfig(ConfigMixin):
         )
         check(
             self.hidden_act == "gelu",
-            f"hidden_act={self.hidden_act!r} is not implemented; BERT uses "
-            "'gelu'",
+            f"hidden_act={self.hidden_act!r} is not "
+            "implemented; BERT uses 'gelu'",
         )
         for k in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             require_real(self, k, 0.0, 1.0, low_open=False)
@@ -128,13 +128,13 @@ class BertConfig(ConfigMixin):
             require_int(self, "pad_token_id", low=0)
             check(
                 self.pad_token_id < self.vocab_size,
-                f"pad_token_id={self.pad_token_id} "
-                f"is outside the vocabulary (size {self.vocab_size})",
+                f"pad_token_id={self.pad_token_id}"
+                f" is outside the vocabulary (size {self.vocab_size})",
             )
         check(
             self.attn_implementation in ATTN_IMPLEMENTATIONS,
-            f"attn_implementation={self.attn_implementation!r}; choose one of "
-            f"{ATTN_IMPLEMENTATIONS}",
+            f"attn_implementation={self.attn_implementation!r}"
+            f"; choose one of {ATTN_IMPLEMENTATIONS}",
         )
 
     @classmethod
@@ -583,8 +583,8 @@ def _check_nsp_labels(next_sentence_label: torch.Tensor, batch_size: int):
     random)."""
     if next_sentence_label.shape != (batch_size,):
         raise ValueError(
-            f"next_sentence_label must have shape ({batch_size},), one "
-            f"per pair; got {tuple(next_sentence_label.shape)}"
+            f"next_sentence_label must have shape ({batch_size}"
+            f",), one per pair; got {tuple(next_sentence_label.shape)}"
         )
     check_integer("next_sentence_label", next_sentence_label)
     # value checks would break the compiled graph
@@ -648,8 +648,8 @@ class BertForPreTraining(PreTrainedModel):
             check_labels(labels, input_ids, self.config.vocab_size)
         elif labelled_only:
             raise ValueError(
-                "labelled_only=True needs labels (it computes logits "
-                "only where labels != -100)"
+                "labelled_only=True needs labels "
+                "(it computes logits only where labels != -100)"
             )
         if next_sentence_label is not None:
             _check_nsp_labels(next_sentence_label, input_ids.size(0))

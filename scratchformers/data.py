@@ -106,8 +106,8 @@ class DataScale:
             or (is_int(self.n_reviews) and self.n_reviews >= 4),
             f"n_reviews={self.n_reviews!r}: need an int >= 4 (two reviews "
             "on each side of the "
-            "split, so a random B segment can come from another review), "
-            "or None for all",
+            "split, so a random B segment can come from another "
+            "review), or None for all",
         )
         check(
             is_number(self.valid_fraction) and 0 < self.valid_fraction < 1,
@@ -116,8 +116,8 @@ class DataScale:
         check_max_length(self.max_length)
         check(
             is_int(self.block_size) and self.block_size >= 2,
-            f"block_size={self.block_size!r}: a GPT-2 window needs at "
-            "least 2 tokens",
+            f"block_size={self.block_size!r}: a GPT-2 window "
+            "needs at least 2 tokens",
         )
 
     def splits(self) -> dict[str, int] | None:
@@ -146,8 +146,8 @@ def get_scale(scale: str | DataScale) -> DataScale:
         return scale
     if scale not in SCALES:
         raise ValueError(
-            f"unknown scale {scale!r}: choose one of {sorted(SCALES)} or "
-            "pass a DataScale"
+            "unknown scale "
+            f"{scale!r}: choose one of {sorted(SCALES)} or pass a DataScale"
         )
     return SCALES[scale]
 
@@ -477,9 +477,9 @@ def _special_id(tokenizer: Tokenizer, token: str, what: str) -> int:
     i = tokenizer.token_to_id(token)
     if i is None:
         raise ValueError(
-            f"the tokenizer has no {token} token, which {what}: train it "
-            "with chapter 1's train_wordpiece (special tokens "
-            f"{BERT_SPECIAL_TOKENS})"
+            f"the tokenizer has no {token} token, "
+            f"which {what}: train it with chapter 1's "
+            f"train_wordpiece (special tokens {BERT_SPECIAL_TOKENS})"
         )
     return i
 
@@ -533,8 +533,8 @@ def build_nsp_examples(
     check_max_length(max_length)
     if len(tokenized) < 2:
         raise ValueError(
-            "need at least 2 reviews to build NSP pairs (a random B "
-            "must come from another review), "
+            "need at least 2 reviews to build NSP "
+            "pairs (a random B must come from another review), "
             f"got {len(tokenized)}: the dataset is "
             f"{'empty' if len(tokenized) == 0 else 'too small'}"
         )
@@ -823,9 +823,9 @@ def _check_writable(directory: Path):
         os.unlink(probe)
     except OSError as e:
         raise PermissionError(
-            f"cannot write prepared data into the cache {directory} "
-            f"({e.strerror or e}): pass a writable cache_dir= "
-            "(or set SCRATCHFORMERS_CACHE)"
+            "cannot write prepared data into the "
+            f"cache {directory} ({e.strerror or e}): pass a "
+            "writable cache_dir= (or set SCRATCHFORMERS_CACHE)"
         ) from None
 
 
@@ -848,8 +848,8 @@ def _discard(path: Path, problem: str):
     except OSError as e:
         raise PermissionError(
             f"the cached entry {path} is damaged ({problem}) and cannot be "
-            f"removed ({e.strerror or e}): delete the directory {path} and run "
-            "again"
+            f"removed ({e.strerror or e}): delete the "
+            f"directory {path} and run again"
         ) from None
     shutil.rmtree(aside, ignore_errors=True)
 
@@ -893,8 +893,8 @@ def _files_problem(path: Path, files) -> str | None:
             return f"{name} is missing"
         if f.stat().st_size != entry[0]:
             return (
-                f"{name} has {f.stat().st_size:,} bytes, not {entry[0]:,}"
-                ": truncated?"
+                f"{name} has {f.stat().st_size:,} bytes, not "
+                f"{entry[0]:,}: truncated?"
             )
         if _file_sha256(f) != entry[1]:
             return f"{name} does not match its checksum: corrupted"
@@ -929,8 +929,8 @@ def _load_verified(
         lo, hi = _id_range(ds)
         if lo < 0 or hi >= vocab_size:
             return (
-                f"its {k} split has token ids outside 0..{vocab_size - 1}"
-                f" ({lo}..{hi})"
+                f"its {k} split has token ids outside "
+                f"0..{vocab_size - 1} ({lo}..{hi})"
             )
     return splits, meta
 
@@ -981,8 +981,9 @@ def _cached_splits(
     got = _load_verified(path, vocab_size)
     if isinstance(got, str):
         raise ValueError(
-            f"the data just written to {path} fails its check ({got}): "
-            f"delete the directory {path}; if it happens again, report it"
+            f"the data just written to {path} fails its check "
+            f"({got}): delete the "
+            f"directory {path}; if it happens again, report it"
         )
     return *got, how
 
@@ -1225,8 +1226,8 @@ def prepare_bert_data(
     what = "your texts" if texts is not None else scale.name
     print(
         f"BERT data of {what} {how} in {time.time() - t0:.1f} s: "
-        f"{len(splits['train']):,} "
-        f"training and {len(splits['validation']):,} validation pairs ({path})"
+        f"{len(splits['train']):,} training and {len(splits['validation']):,} "
+        f"validation pairs ({path})"
     )
     return BertPretrainingData(
         tok,
@@ -1255,8 +1256,8 @@ def tokenize_documents(
     eos = tokenizer.token_to_id(GPT2_EOS)
     if eos is None:
         raise ValueError(
-            f"the tokenizer has no {GPT2_EOS} token: train it with chapter "
-            "1's train_bytelevel_bpe"
+            f"the tokenizer has no {GPT2_EOS} token: "
+            "train it with chapter 1's train_bytelevel_bpe"
         )
 
     def encode(batch, indices):
@@ -1298,8 +1299,8 @@ def group_windows(
     `block_size` (column `input_ids`)."""
     if len(documents) == 0:
         raise ValueError(
-            "the dataset of documents is empty: there is nothing to cut into "
-            "windows"
+            "the dataset of "
+            "documents is empty: there is nothing to cut into windows"
         )
     check(
         is_int(block_size) and block_size >= 2,
@@ -1346,8 +1347,8 @@ def gpt2_collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     lengths = {len(ex["input_ids"]) for ex in examples}
     if len(lengths) > 1:
         raise ValueError(
-            f"windows of different lengths {sorted(lengths)}: GPT-2 windows "
-            "are all block_size long"
+            "windows of different lengths "
+            f"{sorted(lengths)}: GPT-2 windows are all block_size long"
         )
     # (B, T)
     input_ids = torch.tensor(
@@ -1402,8 +1403,8 @@ def prepare_gpt2_data(
     tok = src.tokenizer
     if tok.token_to_id(GPT2_EOS) is None:
         raise ValueError(
-            f"the tokenizer has no {GPT2_EOS} token, which GPT-2 puts "
-            "after every document: train it with chapter 1's "
+            f"the tokenizer has no {GPT2_EOS} token, which GPT-2 "
+            "puts after every document: train it with chapter 1's "
             "train_bytelevel_bpe"
         )
     key = _digest(
@@ -1497,8 +1498,8 @@ def _jsonl_texts(path: Path, content: str) -> list[str]:
             record.get("text"), str
         ):
             raise ValueError(
-                f"{path}, line {n}: expected an object with a \"text\" "
-                f"string, got {line.strip()[:80]}"
+                f"{path}, line {n}: expected an object with a "
+                f"\"text\" string, got {line.strip()[:80]}"
             )
         if record["text"].strip():
             texts.append(record["text"])
@@ -1516,8 +1517,8 @@ def read_texts(path) -> list[str]:
         )
     if path.suffix not in (".txt", ".jsonl"):
         raise ValueError(
-            f"{path}: read_texts reads .txt (documents separated by "
-            f"blank lines) or .jsonl files (a \"text\" field per line), not "
+            f"{path}: read_texts reads .txt (documents separated "
+            f"by blank lines) or .jsonl files (a \"text\" field per line), not "
             f"{path.suffix or 'a file without a suffix'}"
         )
     try:
@@ -1542,8 +1543,8 @@ def _check_documents(texts) -> list[str]:
     two per side."""
     if isinstance(texts, (str, bytes, Path)):
         raise TypeError(
-            "texts must be a list of documents (strings), not a single "
-            "string or path: read a file with read_texts(path)"
+            "texts must be a list of documents (strings), not a "
+            "single string or path: read a file with read_texts(path)"
         )
     docs = []
     for i, t in enumerate(texts):
@@ -1555,8 +1556,8 @@ def _check_documents(texts) -> list[str]:
             docs.append(d)
     if len(docs) < 4:
         raise ValueError(
-            f"texts hold {len(docs)} non-blank document(s): need at "
-            "least 4, two on each side of the split by document (a random B "
+            f"texts hold {len(docs)} non-blank document(s): need "
+            "at least 4, two on each side of the split by document (a random B "
             "must come from another)"
         )
     return docs

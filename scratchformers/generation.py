@@ -61,8 +61,8 @@ def check_sampling_args(
         )
     if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
         raise ValueError(
-            "top_p must be None (no limit) or a number in (0, 1], got "
-            f"{top_p!r}"
+            "top_p must be None (no limit) or a number in (0, "
+            f"1], got {top_p!r}"
         )
 
 
@@ -86,22 +86,22 @@ def check_prompt(
             else type(input_ids).__name__
         )
         raise TypeError(
-            "input_ids must be an integer torch.Tensor of token ids "
-            f"(int64), got {what}; convert it with torch.as_tensor(ids, "
-            "dtype=torch.long)"
+            "input_ids must be an integer torch.Tensor of "
+            "token ids (int64), got "
+            f"{what}; convert it with torch.as_tensor(ids, dtype=torch.long)"
         )
     if input_ids.dim() != 2:
         raise ValueError(
             "input_ids must be 2-D (batch, time), got shape "
-            f"{tuple(input_ids.shape)}; for a single prompt pass ids[None] "
-            "(or ids.unsqueeze(0))"
+            f"{tuple(input_ids.shape)}; for a single prompt "
+            "pass ids[None] (or ids.unsqueeze(0))"
         )
     B, T = input_ids.shape
     if B == 0 or T == 0:
         raise ValueError(
-            f"input_ids has shape {(B, T)}: give at least one prompt of "
-            "at least one token (to generate from nothing, start from the "
-            "end-of-text token)"
+            f"input_ids has shape {(B, T)}: give at least one "
+            "prompt of at least one "
+            "token (to generate from nothing, start from the end-of-text token)"
         )
     if not (is_int(max_new_tokens) and max_new_tokens >= 0):
         raise ValueError(
@@ -110,16 +110,17 @@ def check_prompt(
     if n_positions is not None and T > n_positions:
         keep = max(n_positions - max_new_tokens, 1)
         raise ValueError(
-            f"the prompt has {T} tokens but the model reads at most "
-            f"n_positions={n_positions}; shorten it, e.g. keep its last "
+            f"the prompt has {T} tokens but the model reads at "
+            f"most n_positions={n_positions}; shorten it, e.g. keep its last "
             f"{keep} tokens: input_ids[:, -{keep}:]"
         )
     if n_positions is not None and T + max_new_tokens > n_positions:
         raise ValueError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) = "
             f"{T + max_new_tokens} tokens, more than the "
-            f"model's context n_positions={n_positions}; ask for at most "
-            f"{n_positions - T} new tokens, or shorten the prompt"
+            "model's context n_positions="
+            f"{n_positions}; ask for at most {n_positions - T} "
+            "new tokens, or shorten the prompt"
         )
     check_ids(
         "input_ids", input_ids, math.inf if vocab_size is None else vocab_size
@@ -210,8 +211,9 @@ def _last_logits(model: nn.Module, out) -> torch.Tensor:
         raise TypeError(
             f"{type(model).__name__} returned {type(out).__name__} "
             "without next-token .logits (B, T, V); generate needs a causal "
-            "language model such as GPT2LMHeadModel (for a masked language "
-            "model such as BERT, use fill_mask)"
+            "language model such as "
+            "GPT2LMHeadModel (for a masked language model such "
+            "as BERT, use fill_mask)"
         )
     return logits[:, -1, :]
 
@@ -246,8 +248,8 @@ def next_token_logits(
     )
     if past is None:
         raise TypeError(
-            f"{type(model).__name__} returned no past_key_values; pass "
-            "use_cache=False"
+            f"{type(model).__name__} returned no past_key_values; "
+            "pass use_cache=False"
         )
     return logits, past
 
@@ -260,8 +262,8 @@ def left_pad(
     attention_mask (B, T)."""
     if not sequences or any(len(s) == 0 for s in sequences):
         raise ValueError(
-            "left_pad needs at least one sequence and no empty ones, got "
-            f"lengths {[len(s) for s in sequences]}"
+            "left_pad needs at least one sequence and no empty "
+            f"ones, got lengths {[len(s) for s in sequences]}"
         )
     B, T = len(sequences), max(len(s) for s in sequences)
     ids = torch.full((B, T), pad_token_id, dtype=torch.long)
@@ -285,14 +287,14 @@ def check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor):
     padding only on the left."""
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(
-            "attention_mask must be a torch.Tensor of 0/1 (1 = token, 0 "
-            f"= padding), got {type(attention_mask).__name__}"
+            "attention_mask must be a torch.Tensor of 0/1 (1 = "
+            f"token, 0 = padding), got {type(attention_mask).__name__}"
         )
     if attention_mask.shape != input_ids.shape:
         raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)} but "
-            f"input_ids {tuple(input_ids.shape)}; give one 0/1 entry per "
-            "prompt token"
+            "attention_mask has shape "
+            f"{tuple(attention_mask.shape)} but input_ids "
+            f"{tuple(input_ids.shape)}; give one 0/1 entry per prompt token"
         )
     check_mask_values(attention_mask)
     if not bool(attention_mask[:, -1].all()):
@@ -417,8 +419,9 @@ def _special_ids(
         ):
             where = f"model.config.{name}" if given is FROM_CONFIG else name
             raise ValueError(
-                f"{where}={value!r} is not a token id of this model's "
-                f"vocabulary [0, {vocab_size}); pass {name}= the id from "
+                f"{where}={value!r} is not a token id of this "
+                "model's vocabulary "
+                f"[0, {vocab_size}); pass {name}= the id from "
                 f"its tokenizer, or {name}=None"
                 + (" (no end-of-text stop)" if "eos" in name else "")
             )
@@ -446,9 +449,9 @@ def _check_options(
         )
     if num_return_sequences > 1 and not do_sample:
         raise ValueError(
-            f"num_return_sequences={num_return_sequences} with greedy "
-            "decoding gives identical rows; pass do_sample=True to draw "
-            "different ones"
+            f"num_return_sequences={num_return_sequences} with "
+            "greedy decoding gives identical rows; pass do_sample=True to "
+            "draw different ones"
         )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
@@ -603,8 +606,8 @@ def generate_text(
         or not all(isinstance(p, str) for p in prompts)
     ):
         raise TypeError(
-            "prompts must be a string or a non-empty list of strings, got "
-            f"{type(prompts).__name__}"
+            "prompts must be a string or a non-empty "
+            f"list of strings, got {type(prompts).__name__}"
         )
     eos, pad = _special_ids(
         model,
@@ -617,8 +620,8 @@ def generate_text(
     ]
     if not all(encoded):
         raise ValueError(
-            "a prompt is empty and there is no end-of-text token to "
-            "start it from; give every prompt some text"
+            "a prompt is empty and there is no end-of-text token "
+            "to start it from; give every prompt some text"
         )
     ids, mask = left_pad(encoded, 0 if pad is None else pad)
     device = _device(model)
@@ -677,8 +680,8 @@ def fill_mask(
     mask_id = tok.token_to_id("[MASK]")
     if mask_id is None:
         raise ValueError(
-            "the tokenizer has no [MASK] token; fill_mask needs BERT's "
-            "WordPiece one"
+            "the tokenizer has no [MASK] token; fill_mask needs "
+            "BERT's WordPiece one"
         )
     if not (is_int(top_k) and top_k >= 1):
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
@@ -689,16 +692,16 @@ def fill_mask(
     where = (ids[0] == mask_id).nonzero().flatten()
     if len(where) == 0:
         raise ValueError(
-            f"no [MASK] in {text!r}: write [MASK] where a word should be "
-            "guessed"
+            f"no [MASK] in {text!r}: write [MASK] where a word "
+            "should be guessed"
         )
     limit = getattr(
         getattr(model, "config", None), "max_position_embeddings", None
     )
     if limit is not None and ids.shape[1] > limit:
         raise ValueError(
-            f"the text is {ids.shape[1]} tokens long but the model reads "
-            f"at most {limit}; shorten it"
+            f"the text is {ids.shape[1]} tokens long but the "
+            f"model reads at most {limit}; shorten it"
         )
     was_training = model.training
     model.eval()

@@ -64,8 +64,8 @@ def _check_texts(texts: Iterable[str]):
         yield t
     if n == 0:
         raise ValueError(
-            "cannot train a tokenizer on an empty corpus: give it at "
-            "least one text"
+            "cannot train a tokenizer on an empty corpus: give "
+            "it at least one text"
         )
     if n_blank == n:
         raise ValueError(
@@ -95,9 +95,9 @@ def _check_vocab_size(vocab_size: int, n_special: int):
     _check_int("vocab_size", vocab_size, 1)
     if vocab_size < 256 + n_special:
         raise ValueError(
-            f"vocab_size={vocab_size!r} is too small: it must hold the "
-            f"256-symbol byte alphabet plus {n_special} special token(s), "
-            f"so at least {256 + n_special}"
+            f"vocab_size={vocab_size!r} is too small: it must "
+            f"hold the 256-symbol byte alphabet plus {n_special} special "
+            f"token(s), so at least {256 + n_special}"
         )
 
 
@@ -270,8 +270,8 @@ def save_tokenizer(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(
-            f"cannot save the tokenizer into {directory}: it is a file, "
-            "not a directory"
+            "cannot save the tokenizer into "
+            f"{directory}: it is a file, not a directory"
         )
     directory.mkdir(parents=True, exist_ok=True)
     roles = special_tokens_map(tok)
@@ -299,8 +299,8 @@ def load_tokenizer(path_or_dir) -> Tokenizer:
         path = path / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"no tokenizer at {path}: expected a tokenizer.json or a directory "
-            "holding one"
+            f"no tokenizer at {path}: expected a "
+            "tokenizer.json or a directory holding one"
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -310,16 +310,16 @@ def load_tokenizer(path_or_dir) -> Tokenizer:
         json.loads(text)
     except ValueError as e:
         raise ValueError(
-            f"{path} is not a tokenizer file: it is not valid JSON ({e}"
-            "); save one with save_tokenizer, or train it again"
+            f"{path} is not a tokenizer file: it is not valid "
+            f"JSON ({e}); save one with save_tokenizer, or train it again"
         ) from e
     try:
         return Tokenizer.from_str(text)
     except Exception as e:
         raise ValueError(
             f"{path} is not a tokenizer file that `tokenizers` can read "
-            f"({str(e).splitlines()[0][:200]}); save one with save_tokenizer, "
-            "or train it again"
+            f"({str(e).splitlines()[0][:200]}); save one with "
+            "save_tokenizer, or train it again"
         ) from e
 
 
@@ -559,8 +559,8 @@ class ByteLevelBPE:
         ids."""
         if not isinstance(text, str):
             raise TypeError(
-                f"can only encode a str, got {type(text).__name__}: "
-                f"{text!r:.80}"
+                "can only "
+                f"encode a str, got {type(text).__name__}: {text!r:.80}"
             )
         ids, special = [], self.special_ids
         for chunk in (

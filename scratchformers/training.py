@@ -8,9 +8,6 @@ __all__ = [
     'PRECISIONS',
     'CHECKPOINT_NAME',
     'RESUMABLE_CHANGES',
-    'TINY_SCALE',
-    'BERT_PRESETS',
-    'GPT2_PRESETS',
     'TrainConfig',
     'decay_split',
     'make_optimizer',
@@ -24,6 +21,7 @@ __all__ = [
     'init_distributed',
     'resolve_device',
     'mean_over_ranks',
+    'main_process_first',
     'unwrap_model',
     'clean_state_dict',
     'wrap_model',
@@ -59,13 +57,6 @@ __all__ = [
     'estimate_run',
     'train',
     'plot_history',
-    'RunPreset',
-    'get_preset',
-    'main_process_first',
-    'save_trained',
-    'recipe_config',
-    'pretrain_bert',
-    'train_gpt2',
 ]
 
 # %% ../book/06_training.ipynb #d576ea16
@@ -91,13 +82,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from .bert import BERT_SIZES, BertConfig, BertForPreTraining
+from .bert import BertConfig
 from .checks import atomic_save, atomic_write_bytes
 from .checks import atomic_write_text, check, is_int, is_number
 from .checks import plain_numbers
-from .data import DataScale, prepare_bert_data, prepare_gpt2_data
-from .gpt2 import GPT2_SIZES, GPT2Config, GPT2LMHeadModel
-from .tokenization import GPT2_EOS, save_tokenizer
+from .gpt2 import GPT2Config
 
 # %% ../book/06_training.ipynb #5de726f8
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -157,8 +146,8 @@ class TrainConfig:
             self.out_dir = str(self.out_dir)
         check(
             is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0,
-            "lr must be a positive learning rate such as 3e-4, got "
-            f"{self.lr!r}",
+            "lr must be a positive learning rate such as "
+            f"3e-4, got {self.lr!r}",
         )
         check(
             self.max_steps is None
@@ -222,8 +211,8 @@ class TrainConfig:
                 is_number(self.stop_after_minutes)
                 and self.stop_after_minutes > 0
             ),
-            "stop_after_minutes must be a positive number of minutes (or "
-            f"None), got {self.stop_after_minutes!r}",
+            "stop_after_minutes must be a positive number of "
+            f"minutes (or None), got {self.stop_after_minutes!r}",
         )
         check(
             is_number(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
@@ -442,8 +431,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
         name = f"cuda:{info.local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
-            f"device {name!r} was asked for, but this machine has no "
-            "CUDA GPU; use 'cpu' or 'auto'"
+            f"device {name!r} was asked for, but "
+            "this machine has no CUDA GPU; use 'cpu' or 'auto'"
         )
     return torch.device(name)
 
@@ -456,6 +445,18 @@ def mean_over_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x)
     return x / info.world_size
+
+
+def main_process_first(fn, device: str = "auto"):
+    """`fn()` on rank 0 first and then on the other processes, which find what
+    it cached (data, tokenizers)."""
+    info = init_distributed(device)
+    if not info.is_main:
+        dist.barrier()
+    out = fn()
+    if info.is_main and info.world_size > 1:
+        dist.barrier()
+    return out
 
 
 # %% ../book/06_training.ipynb #8f95bc92
@@ -553,7 +554,10 @@ def fast_bf16(device_type: str) -> bool:
 
 
 def resolve_precision(
-    precision: "str | TrainConfig" = "auto", device=None, *, warn: bool = False
+    precision: "str | TrainConfig" = "auto",
+    device=None,
+    *,
+    warn: bool = False,
 ) -> str:
     """'fp32' or 'bf16': what `precision` (a name or a TrainConfig) means on
     `device` ('auto': bf16 where it is fast)."""
@@ -562,8 +566,8 @@ def resolve_precision(
         precision = precision.precision
     check(
         precision in PRECISIONS,
-        f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}; "
-        f"use 'bf16' or 'auto'",
+        "precision must be one of "
+        f"{', '.join(PRECISIONS)}, got {precision!r}; use 'bf16' or 'auto'",
     )
     if device is None or str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -601,8 +605,8 @@ def precision_report(device=None) -> str:
         )
     )
     return (
-        f"precision auto = {resolve_precision('auto', device)} on this "
-        f"{kind} ({why})"
+        f"precision auto = {resolve_precision('auto', device)} on "
+        f"this {kind} ({why})"
     )
 
 
@@ -903,8 +907,9 @@ def read_checkpoint(path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"cannot read the checkpoint {path} ({type(e).__name__}: {e}"
-            f"); it is corrupt or not a training checkpoint: start a fresh run"
+            f"cannot read the checkpoint {path} "
+            f"({type(e).__name__}: {e}); it is corrupt or "
+            f"not a training checkpoint: start a fresh run"
         ) from e
     missing = [
         k
@@ -972,11 +977,11 @@ def check_same_run(
         )
     if diffs:
         raise ValueError(
-            f"cannot resume from {path}: it was written by a run with "
-            "different settings:\n  "
+            f"cannot resume from {path}: it was "
+            "written by a run with different settings:\n  "
             + "\n  ".join(diffs)
-            + "\nResume with the same settings, or start "
-            "a fresh run in another output directory."
+            + "\nResume with the same "
+            "settings, or start a fresh run in another output directory."
         )
 
 
@@ -1036,11 +1041,12 @@ def plan_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     steps_per_epoch = batches_per_epoch // cfg.grad_accum_steps
     check(
         steps_per_epoch > 0,
-        "the training data is too small for one optimizer step: each "
-        f"process gets {batches_per_epoch} full batch(es) of {cfg.batch_size} "
-        "per epoch and a step needs grad_accum_steps="
-        f"{cfg.grad_accum_steps}; use more data or a smaller batch_size or "
-        "grad_accum_steps",
+        "the training data is too "
+        "small for one optimizer step: each process gets "
+        f"{batches_per_epoch} full batch(es) of {cfg.batch_size} per epoch "
+        "and a step needs grad_accum_steps="
+        f"{cfg.grad_accum_steps}; use more data or a smaller batch_size "
+        "or grad_accum_steps",
     )
     return cfg.max_steps or cfg.epochs * steps_per_epoch
 
@@ -1053,16 +1059,17 @@ def check_out_dir(out_dir) -> Path | None:
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(
-            f"the output directory {path} is a file: give a directory "
-            "(new or existing)"
+            f"the output directory {path} is a file: "
+            "give a directory (new or existing)"
         )
     parent = path
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise NotADirectoryError(
-            f"the output directory {path} lies under {parent}, which is "
-            f"a file: choose a directory elsewhere"
+            f"the output directory {path} "
+            f"lies under {parent}, which is a file: "
+            f"choose a directory elsewhere"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -1083,16 +1090,18 @@ def _diverged(
     """The error for a non-finite loss or gradient: what survives, and what to
     try."""
     saved = (
-        f"The last checkpoint, {ckpt_path}, is intact (it was written "
-        "before this step)."
+        f"The last checkpoint, {ckpt_path}, is intact (it was "
+        "written before this step)."
         if ckpt_path is not None and ckpt_path.is_file()
         else "No checkpoint had been written yet."
     )
     return TrainingDiverged(
-        f"training stopped at step {step}: the loss is {loss} and the "
-        f"gradient norm {norm}, so the step was not applied. {saved} Start "
-        f"again with a lower learning rate (lr={cfg.lr}), a longer warm-up or "
-        "gradient clipping, or look for bad batches in the data."
+        f"training stopped at step {step}: the "
+        f"loss is {loss} and the gradient norm {norm}, "
+        f"so the step was not applied. {saved} Start "
+        "again with a lower learning rate "
+        f"(lr={cfg.lr}), a longer warm-up or gradient "
+        "clipping, or look for bad batches in the data."
     )
 
 
@@ -1478,8 +1487,9 @@ def train(
         path = ckpt_path if resume is True else Path(resume)
         check(
             path is not None,
-            "resume=True looks for checkpoint.pt in cfg.out_dir, which "
-            "is None; set out_dir or pass the checkpoint's path as resume",
+            "resume=True looks for checkpoint.pt in "
+            "cfg.out_dir, which is None; "
+            "set out_dir or pass the checkpoint's path as resume",
         )
         ckpt = read_checkpoint(path)
         check_same_run(ckpt, cfg, model, info, path, data_digest)
@@ -1498,8 +1508,8 @@ def train(
         # shortening a plan is not supported: keep it, and say so
         if total_steps < planned:
             notes.append(
-                f"note: the checkpoint's run plans {planned} steps; the "
-                f"{total_steps} asked for now are "
+                "note: the checkpoint's run plans "
+                f"{planned} steps; the {total_steps} asked for now are "
                 f"fewer, so the run continues to step {planned} (to "
                 "stop earlier, use stop_after)"
             )
@@ -1518,9 +1528,10 @@ def train(
     )
     if asked_warmup != warmup_length(cfg, state.plan[0][1]):
         notes.append(
-            f"note: a warm-up of {asked_warmup} steps does not fit in a "
-            f"run of {state.plan[0][1]} steps; it is clamped to "
-            f"{warmup_length(cfg, state.plan[0][1])} steps (a tenth of the run)"
+            f"note: a warm-up of {asked_warmup} steps "
+            f"does not fit in a run of {state.plan[0][1]} steps; "
+            f"it is clamped to {warmup_length(cfg, state.plan[0][1])} steps (a "
+            "tenth of the run)"
         )
     scheduler = make_scheduler(optimizer, cfg, total_steps, state.plan)
     if ckpt is not None:
@@ -1691,11 +1702,11 @@ def train(
                         * tokens_per_step
                         / (time.perf_counter() - speed_from[0])
                     )
+                    left = (total_steps - state.step) * tokens_per_step / tps
                     _log(
                         f"measured {tps:,.0f} tokens/s: the remaining "
                         f"{total_steps - state.step} steps take about "
-                        f"{_duration((total_steps - state.step) * tokens_per_step / tps)}"
-                        f" (evaluations not included)",
+                        f"{_duration(left)} (evaluations not included)",
                         bar,
                     )
                 if main and cfg.log_every and state.step % cfg.log_every == 0:
@@ -1788,8 +1799,9 @@ def train(
                 else "no checkpoint was written (no out_dir)"
             )
             raise TrainingInterrupted(
-                f"training interrupted by {signals.received} after step "
-                f"{state.step} of {total_steps}; {where}",
+                "training interrupted by "
+                f"{signals.received} after step {state.step} of "
+                f"{total_steps}; {where}",
                 saved,
             )
     if stopped and main:
@@ -1841,263 +1853,3 @@ def plot_history(
     ax.grid(alpha=0.3)
     ax.legend()
     return ax
-
-
-# %% ../book/06_training.ipynb #06f1d802
-@dataclass(frozen=True)
-class RunPreset:
-    """A named recipe: chapter 2's data scale, a model size and TrainConfig
-    settings."""
-
-    # a name in scratchformers.data.SCALES, or a DataScale
-    data: str | DataScale
-    # the config preset: BertConfig.pocket/base, GPT2Config.pocket/small
-    model: str
-    train: dict  # TrainConfig fields
-    # config fields changed on top of the preset
-    model_overrides: dict = field(default_factory=dict)
-
-
-TINY_SCALE = DataScale(
-    "tiny",
-    n_reviews=60,
-    bert_vocab_size=600,
-    gpt2_vocab_size=600,
-    max_length=32,
-    block_size=32,
-)
-_TINY_BERT = dict(BERT_SIZES["tiny"])  # chapter 4's table of sizes
-_TINY_GPT2 = dict(GPT2_SIZES["tiny"])  # chapter 5's
-
-_NO_DROPOUT_BERT = dict(
-    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
-)
-_NO_DROPOUT_GPT2 = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-
-# pocket: the recipe study's winners (end of the chapter), as long as a book
-# build can spare
-BERT_PRESETS = {
-    "pocket": RunPreset(
-        "pocket",
-        "pocket",
-        dict(
-            lr=1e-3,
-            epochs=2,
-            batch_size=16,
-            warmup_ratio=0.05,
-            weight_decay=0.01,
-            eval_every=200,
-            eval_batches=10,
-            precision="auto",
-        ),
-        {**_NO_DROPOUT_BERT, "num_hidden_layers": 2},
-    ),
-    "full": RunPreset(
-        "full",
-        "base",
-        dict(
-            lr=1e-4,
-            epochs=1,
-            batch_size=32,
-            warmup_ratio=0.05,
-            weight_decay=0.01,
-            eval_every=1000,
-            eval_batches=100,
-            save_every=1000,
-        ),
-    ),
-    "tiny": RunPreset(
-        TINY_SCALE,
-        "pocket",
-        dict(lr=1e-3, max_steps=6, batch_size=8, warmup_steps=2, eval_every=3),
-        _TINY_BERT,
-    ),
-}
-GPT2_PRESETS = {
-    "pocket": RunPreset(
-        "pocket",
-        "pocket",
-        dict(
-            lr=1e-3,
-            max_steps=3000,
-            batch_size=4,
-            warmup_steps=50,
-            weight_decay=0.1,
-            adam_betas=(0.9, 0.95),
-            eval_every=300,
-            eval_batches=25,
-            precision="auto",
-        ),
-        {**_NO_DROPOUT_GPT2, "n_embd": 128, "n_head": 2},
-    ),
-    "full": RunPreset(
-        "full",
-        "small",
-        dict(
-            lr=6e-4,
-            max_steps=1000,
-            batch_size=8,
-            grad_accum_steps=4,
-            warmup_steps=100,
-            weight_decay=0.1,
-            adam_betas=(0.9, 0.95),
-            eval_every=100,
-            eval_batches=50,
-            save_every=100,
-        ),
-    ),
-    "tiny": RunPreset(
-        TINY_SCALE,
-        "pocket",
-        dict(lr=1e-3, max_steps=6, batch_size=8, warmup_steps=2, eval_every=3),
-        _TINY_GPT2,
-    ),
-}
-
-
-def get_preset(presets: dict, name: str, what: str = "run") -> RunPreset:
-    "The preset called `name`, or a ValueError naming the ones there are."
-    if name not in presets:
-        raise ValueError(
-            f"unknown preset {name!r} for {what}: choose one of "
-            f"{', '.join(presets)}"
-        )
-    return presets[name]
-
-
-def main_process_first(fn, device: str = "auto"):
-    """`fn()` on rank 0 first and then on the other processes, which find what
-    it cached (data, tokenizers)."""
-    info = init_distributed(device)
-    if not info.is_main:
-        dist.barrier()
-    out = fn()
-    if info.is_main and info.world_size > 1:
-        dist.barrier()
-    return out
-
-
-def save_trained(result: TrainResult, tokenizer, directory) -> Path:
-    """Write the trained model (save_pretrained), its tokenizer.json and
-    history.json to `directory` (rank 0 only)."""
-    directory = Path(directory)
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return directory
-    result.model.save_pretrained(directory)
-    save_tokenizer(tokenizer, directory)
-    atomic_write_text(
-        json.dumps(result.history, indent=1) + "\n", directory / "history.json"
-    )
-    return directory
-
-
-# %% ../book/06_training.ipynb #b7d37a37
-def recipe_config(
-    p: RunPreset, out_dir, overrides: dict, name: str = "the preset"
-) -> TrainConfig:
-    """The TrainConfig of preset `p` with `overrides`; `epochs` replaces a
-    preset's `max_steps` (said), both at once is an error."""
-    train = dict(p.train)
-    if overrides.get("epochs") is not None:
-        if overrides.get("max_steps") is not None:
-            raise ValueError(
-                f"both max_steps={overrides['max_steps']} and "
-                f"epochs={overrides['epochs']} were given: "
-                "a run is as long as one of them says; give only one"
-            )
-        if train.get("max_steps") is not None and "max_steps" not in overrides:
-            print(
-                f"note: epochs={overrides['epochs']} replaces {name}'s "
-                f"max_steps={train['max_steps']}",
-                flush=True,
-            )
-            train["max_steps"] = None
-    # None: not given
-    elif "epochs" in overrides:
-        overrides = {k: v for k, v in overrides.items() if k != "epochs"}
-    return TrainConfig(**{**train, "out_dir": out_dir, **overrides})
-
-
-def pretrain_bert(
-    preset: str = "pocket",
-    out_dir=None,
-    *,
-    data=None,
-    resume=False,
-    cache_dir=None,
-    **overrides,
-) -> TrainResult:
-    """Pretrain BERT (MLM + NSP) on IMDb as `preset` says; save model, tokenizer
-    and history to `out_dir`."""
-    p = get_preset(BERT_PRESETS, preset, "BERT pretraining")
-    cfg = recipe_config(p, out_dir, overrides, f"preset {preset!r}")
-    check_out_dir(out_dir)  # before the data is prepared
-    if data is None:
-        data = main_process_first(
-            lambda: prepare_bert_data(
-                p.data, cache_dir=cache_dir, seed=cfg.seed
-            ),
-            cfg.device,
-        )
-    torch.manual_seed(cfg.seed)
-    config = getattr(BertConfig, p.model)(
-        vocab_size=data.tokenizer.get_vocab_size(), **p.model_overrides
-    )
-    result = train(
-        BertForPreTraining(config),
-        data.train,
-        cfg,
-        collate_fn=data.collator,
-        eval_data=data.validation,
-        metrics_fn=bert_pretraining_metrics,
-        model_kwargs={"labelled_only": True},
-        resume=resume,
-        data_digest=getattr(data, "digest", None),
-    )
-    if out_dir is not None:
-        save_trained(result, data.tokenizer, out_dir)
-    return result
-
-
-def train_gpt2(
-    preset: str = "pocket",
-    out_dir=None,
-    *,
-    data=None,
-    resume=False,
-    cache_dir=None,
-    **overrides,
-) -> TrainResult:
-    """Train GPT-2 on IMDb as `preset` says; save model, tokenizer and history
-    to `out_dir`."""
-    p = get_preset(GPT2_PRESETS, preset, "GPT-2 training")
-    cfg = recipe_config(p, out_dir, overrides, f"preset {preset!r}")
-    check_out_dir(out_dir)  # before the data is prepared
-    if data is None:
-        data = main_process_first(
-            lambda: prepare_gpt2_data(
-                p.data, cache_dir=cache_dir, seed=cfg.seed
-            ),
-            cfg.device,
-        )
-    eos = data.tokenizer.token_to_id(GPT2_EOS)
-    torch.manual_seed(cfg.seed)
-    config = getattr(GPT2Config, p.model)(
-        vocab_size=data.tokenizer.get_vocab_size(),
-        bos_token_id=eos,
-        eos_token_id=eos,
-        **p.model_overrides,
-    )
-    result = train(
-        GPT2LMHeadModel(config),
-        data.train,
-        cfg,
-        collate_fn=data.collate,
-        eval_data=data.validation,
-        resume=resume,
-        data_digest=getattr(data, "digest", None),
-        perplexity=True,
-    )
-    if out_dir is not None:
-        save_trained(result, data.tokenizer, out_dir)
-    return result

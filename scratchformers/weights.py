@@ -24,7 +24,6 @@ __all__ = [
 import json
 import os
 import re
-import socket
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +35,7 @@ from safetensors.torch import load_file, save_file
 # atomic_save and atomic_write_bytes are not used here: imported so that their
 # old home, scratchformers.weights, still provides them
 from .checks import atomic_path, atomic_save, atomic_write_bytes
-from .checks import atomic_write_text
+from .checks import atomic_write_text, hub_reachable
 
 
 # %% ../book/04a_weights.ipynb #6d55ce5e
@@ -57,27 +56,28 @@ class ConfigMixin:
         keys are ignored."""
         if not isinstance(d, dict):
             raise TypeError(
-                f"{cls.__name__}.from_dict needs a dict of config fields, "
-                f"got {type(d).__name__}"
+                f"{cls.__name__}.from_dict needs a dict "
+                f"of config fields, got {type(d).__name__}"
             )
         names = {f.name for f in fields(cls)}
         if bad := sorted(set(overrides) - names):
             raise TypeError(
-                f"{cls.__name__} has no field(s) {bad}; valid fields: "
-                f"{sorted(names)}"
+                f"{cls.__name__} has no field(s) {bad}; valid "
+                f"fields: {sorted(names)}"
             )
         d = {**d, **overrides}
         if d.get("model_type", cls.model_type) != cls.model_type:
             raise ValueError(
-                f"this config is for a {d['model_type']!r} model, not "
-                f"{cls.model_type!r}: load it with the matching model class"
+                "this config is for a "
+                f"{d['model_type']!r} model, not {cls.model_type!r}: "
+                f"load it with the matching model class"
             )
         for k, ok in cls.hf_fixed.items():
             if k in d and d[k] != ok:
                 raise ValueError(
-                    f"{cls.__name__}: {k}={d[k]!r} is not implemented "
-                    f"here (only {ok!r}); this checkpoint needs a different "
-                    "architecture"
+                    f"{cls.__name__}: {k}={d[k]!r} is "
+                    f"not implemented here (only {ok!r}); "
+                    "this checkpoint needs a different architecture"
                 )
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -110,12 +110,13 @@ def _require_dir(directory) -> Path:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(
-            f"model directory {str(directory)!r} does not exist: pass a "
-            f"local directory holding {CONFIG_NAME} and "
-            f"{SAFE_WEIGHTS_NAME} (or {WEIGHTS_NAME}), e.g. one written by "
+            f"model directory {str(directory)!r} does "
+            "not exist: pass a local directory holding "
+            f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} (or "
+            f"{WEIGHTS_NAME}), e.g. one written by "
             "save_pretrained (a Path is never looked up "
-            "on the Hugging Face Hub; a name such as 'gpt2', given as a "
-            "string, is)"
+            "on the Hugging Face Hub; a name such as 'gpt2', given as "
+            "a string, is)"
         )
     return directory
 
@@ -125,8 +126,8 @@ def read_config(directory) -> dict:
     path = _require_dir(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: a model directory needs a {CONFIG_NAME} "
-            "next to its weights"
+            f"{path} not found: a model directory "
+            f"needs a {CONFIG_NAME} next to its weights"
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -164,15 +165,16 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"cannot read {path}: {e}. The file is corrupt, truncated or "
-            f"not a PyTorch state dict; save or download it again"
+            f"cannot read {path}: {e}. The file is "
+            "corrupt, truncated or not a PyTorch "
+            f"state dict; save or download it again"
         ) from e
     if not isinstance(sd, dict) or not all(
         isinstance(v, torch.Tensor) for v in sd.values()
     ):
         raise ValueError(
-            f"{path} does not hold a dict of tensors (a state_dict); it "
-            "cannot be loaded as weights"
+            f"{path} does not hold a dict of tensors "
+            "(a state_dict); it cannot be loaded as weights"
         )
     return sd
 
@@ -190,8 +192,8 @@ def load_hf_state_dict(directory) -> dict[str, torch.Tensor]:
             )
         except (json.JSONDecodeError, KeyError, AttributeError) as e:
             raise ValueError(
-                f"{f} is not a valid safetensors index ({e}); save the "
-                "model again"
+                f"{f} is not a valid safetensors index ({e}); "
+                "save the model again"
             ) from e
         missing = [s for s in shards if not (directory / s).is_file()]
         if missing:
@@ -207,8 +209,9 @@ def load_hf_state_dict(directory) -> dict[str, torch.Tensor]:
         return _load_bin(f)
     present = sorted(p.name for p in directory.iterdir())
     raise FileNotFoundError(
-        f"no weights in {directory}: expected {SAFE_WEIGHTS_NAME}, "
-        f"{SAFE_INDEX_NAME} or {WEIGHTS_NAME}, found {present}. Copy the "
+        f"no weights in {directory}: expected "
+        f"{SAFE_WEIGHTS_NAME}, {SAFE_INDEX_NAME} or "
+        f"{WEIGHTS_NAME}, found {present}. Copy the "
         f"weights file next to {CONFIG_NAME}"
     )
 
@@ -244,8 +247,8 @@ def check_state_dict(model: nn.Module, sd: dict, source="the checkpoint"):
         )
     if mismatched:
         parts.append(
-            f"  {len(mismatched)} mis-shaped tensor(s) (name, in file, in "
-            f"model): {_listing(mismatched)}"
+            f"  {len(mismatched)} mis-shaped tensor(s) "
+            f"(name, in file, in model): {_listing(mismatched)}"
         )
     parts.append(
         "Check that config.json belongs to these weights and that you "
@@ -322,8 +325,8 @@ class ModelOutput:
         if isinstance(key, str):
             if key not in self.keys():
                 raise KeyError(
-                    f"{key!r} is not set in this {type(self).__name__}; "
-                    f"set: {self.keys()}"
+                    f"{key!r} is not set in this "
+                    f"{type(self).__name__}; set: {self.keys()}"
                 )
             return getattr(self, key)
         return self.to_tuple()[key]
@@ -376,25 +379,6 @@ def _hub_offline() -> bool:
     }
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub opens within `timeout` seconds (True
-    behind a proxy)."""
-    if any(
-        os.environ.get(v)
-        for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-    ):
-        return True
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 # %% ../book/04a_weights.ipynb #635a5e39
 def resolve_model_dir(name_or_dir) -> Path:
     """A local model directory: `name_or_dir` itself, or that Hub model,
@@ -410,10 +394,10 @@ def resolve_model_dir(name_or_dir) -> Path:
         f"pass a local directory holding {CONFIG_NAME} and "
         f"{SAFE_WEIGHTS_NAME} instead, e.g. "
         f"fetched where there is a network with "
-        f"`hf download {name} {CONFIG_NAME} {SAFE_WEIGHTS_NAME} "
-        "--local-dir DIR`"
+        f"`hf download {name} {CONFIG_NAME} "
+        f"{SAFE_WEIGHTS_NAME} --local-dir DIR`"
     )
-    if not offline and not _hub_reachable():
+    if not offline and not hub_reachable():
         raise FileNotFoundError(
             f"{name!r} is not a local directory and the Hugging Face Hub "
             f"cannot be reached from here: {how}"
@@ -444,8 +428,8 @@ def resolve_model_dir(name_or_dir) -> Path:
             f"{str(e).splitlines()[0] if str(e) else ''}"
         )
         raise FileNotFoundError(
-            f"{name!r} is not a local directory and could not be fetched "
-            f"({why}): {how}"
+            f"{name!r} is not a local directory and "
+            f"could not be fetched ({why}): {how}"
         ) from e
     return config.parent
 
@@ -503,15 +487,16 @@ class PreTrainedModel(nn.Module):
         if directory.exists() and not directory.is_dir():
             raise FileExistsError(
                 f"cannot save the model to {directory}: it is a file, not a "
-                "directory; pass a directory (save_pretrained writes "
-                f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} into it)"
+                "directory; pass a directory "
+                f"(save_pretrained writes {CONFIG_NAME} and "
+                f"{SAFE_WEIGHTS_NAME} into it)"
             )
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as e:
             raise FileExistsError(
-                f"cannot create the directory {directory}: a part of its path "
-                f"is a file ({e})"
+                f"cannot create the directory {directory}: a "
+                f"part of its path is a file ({e})"
             ) from e
         sd = _untie(self._to_hf_state_dict())
         with atomic_path(directory / SAFE_WEIGHTS_NAME) as tmp:

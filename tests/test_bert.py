@@ -191,9 +191,8 @@ def test_base_model_from_pretraining_dir_and_back(tmp_path):
     with pytest.raises(CheckpointError) as e:
         BertForPreTraining.from_pretrained(tmp_path / "enc")
     assert (
-        "cls.seq_relationship.weight" in e.value.missing
-        and not e.value.unexpected
-    )
+        "cls.seq_relationship.weight"
+    ) in e.value.missing and not e.value.unexpected
     assert "BertModel" in str(e.value)
 
 
@@ -242,19 +241,6 @@ def test_old_style_checkpoint(tmp_path, fmt):
         ours.cls.predictions.decoder.weight
         is ours.bert.embeddings.word_embeddings.weight
     )
-
-
-def test_parameter_counts_base_equal_transformers():
-    with torch.device("meta"):
-        for ours, theirs in [
-            (BertModel, transformers.BertModel),
-            (BertForPreTraining, transformers.BertForPreTraining),
-        ]:
-            n_ours = ours(BertConfig.base()).num_parameters()
-            n_hf = theirs(transformers.BertConfig()).num_parameters()
-            assert n_ours == n_hf, (
-                f"{ours.__name__}: {n_ours} parameters, transformers {n_hf}"
-            )
 
 
 def test_base_forward_shapes():
@@ -485,23 +471,6 @@ def test_float_ids_rejected(tiny):
         tiny(torch.tensor([[1.0, 2.0]]))
 
 
-def test_untrained_loss_is_uniform_guess():
-    torch.manual_seed(0)
-    m = BertForPreTraining(
-        BertConfig(
-            vocab_size=1000,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-        )
-    ).eval()
-    ids = torch.randint(5, 1000, (4, 32))
-    out = m(ids, labels=ids, next_sentence_label=torch.tensor([0, 1, 0, 1]))
-    assert abs(out.mlm_loss.item() - math.log(1000)) < 0.05
-    assert abs(out.nsp_loss.item() - math.log(2)) < 0.05
-
-
 # ---------------------------------------------------------------- outputs
 # shaped like transformers'
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
@@ -615,8 +584,8 @@ def test_outputs_index_like_transformers(tmp_path):
                 labels=torch.tensor([[1.0, 2.0, -100.0]]),
             ),
             TypeError,
-            "labels must hold integer token ids \\(torch.long\\), got "
-            "torch.float32",
+            "labels must hold integer token ids "
+            "\\(torch.long\\), got torch.float32",
         ),
         (
             lambda m: m(
@@ -655,8 +624,8 @@ def test_outputs_index_like_transformers(tmp_path):
                 next_sentence_label=torch.tensor([1.0]),
             ),
             TypeError,
-            "next_sentence_label must hold integer ids \\(torch.long\\), got "
-            "torch.float32",
+            "next_sentence_label must hold integer ids "
+            "\\(torch.long\\), got torch.float32",
         ),
         (
             lambda m: m(
@@ -664,8 +633,8 @@ def test_outputs_index_like_transformers(tmp_path):
                 token_type_ids=torch.tensor([[0.0, 1.0, 0.0]]),
             ),
             TypeError,
-            "token_type_ids must hold integer ids \\(torch.long\\), got "
-            "torch.float32",
+            "token_type_ids must hold integer ids "
+            "\\(torch.long\\), got torch.float32",
         ),
         (
             lambda m: m(torch.zeros(2, 0, dtype=torch.long)),
@@ -800,8 +769,8 @@ def test_int32_ids_and_labels_work_and_unsigned_are_refused(tiny):
     with pytest.raises(
         TypeError,
         match=(
-            "labels must hold integer token ids \\(torch.long\\), got "
-            "torch.uint8"
+            "labels must hold integer token ids "
+            "\\(torch.long\\), got torch.uint8"
         ),
     ):
         tiny(ids, labels=ids.to(torch.uint8))

@@ -67,6 +67,18 @@ def _calls(tree: ast.Module, module: str, name: str) -> list[str]:
 # exists once
 
 
+def test_no_module_level_function_is_defined_in_two_modules():
+    "A helper two chapters need lives once, in the earlier one."
+    where = {}
+    for m, tree in _modules().items():
+        for f in tree.body:
+            if isinstance(f, ast.FunctionDef) and m != "__init__":
+                where.setdefault(f.name, []).append(m)
+    twice = {name: ms for name, ms in where.items() if len(ms) > 1}
+    assert not twice, f"defined in more than one module: {twice}"
+    assert where["hub_reachable"] == ["checks"], where
+
+
 def test_integer_and_number_checks_are_defined_once():
     defined = [
         (m, f.name)
@@ -139,18 +151,20 @@ def test_value_checks_of_tensors_live_in_checks():
         assert not re.search(r"input_ids\.(min|max)\(\)", src), (
             f"{m} checks input id values itself"
         )
-        assert not re.search(r"labels < 0|labels >= vocab_size", src), (
-            f"{m} checks label values itself"
-        )
         assert not re.search(
-            r"attention_mask != 0\) & \(attention_mask != 1", src
+            r"labels < 0|labels >= vocab_size",
+            src,
+        ), f"{m} checks label values itself"
+        assert not re.search(
+            r"attention_mask != 0\) & \(attention_mask != 1",
+            src,
         ), m
 
 
 def test_model_sizes_come_from_one_table():
     from scratchformers.bert import BERT_SIZES, BertConfig
     from scratchformers.gpt2 import GPT2_SIZES, GPT2Config
-    from scratchformers.training import BERT_PRESETS, GPT2_PRESETS
+    from scratchformers.recipes import BERT_PRESETS, GPT2_PRESETS
 
     assert BERT_PRESETS["tiny"].model_overrides == BERT_SIZES["tiny"]
     assert GPT2_PRESETS["tiny"].model_overrides == GPT2_SIZES["tiny"]
@@ -160,10 +174,12 @@ def test_model_sizes_come_from_one_table():
     for name, sizes in GPT2_SIZES.items():
         config = getattr(GPT2Config, name)(vocab_size=100)
         assert all(getattr(config, k) == v for k, v in sizes.items()), name
-    training = (PKG / "training.py").read_text(encoding="utf-8")
-    assert not re.search(r"n_embd=\d|hidden_size=\d", training), (
-        "training.py spells out a model size"
-    )
+    for module in ("training", "recipes"):
+        text = (PKG / f"{module}.py").read_text(encoding="utf-8")
+        assert not re.search(
+            r"n_embd=\d|hidden_size=\d",
+            text,
+        ), f"{module}.py spells out a model size"
 
 
 # ---------------------------------------------------------------- imports
@@ -224,9 +240,6 @@ LATE_IMPORTS_ALLOWED = {
     # when it is called (gpt2 never needs generation to load or to run its
     # forward pass)
     ("gpt2", "generation"),
-    # still open (issue 8): BERT's models derive from weights.PreTrainedModel,
-    # whose section the book reads right after the BERT chapter
-    ("bert", "weights"),
 }
 
 
@@ -277,10 +290,12 @@ def test_checks_imports_nothing_heavy():
         "numbers",
         "os",
         "shutil",
+        "socket",
         "tempfile",
         "contextlib",
         "dataclasses",
         "pathlib",
+        "urllib",
     }, names
     inner = {
         a.name
@@ -357,13 +372,14 @@ def test_tensor_checks_and_their_messages():
     with pytest.raises(
         ValueError,
         match=(
-            r"input_ids holds values in \[1, 3\], outside the vocabulary "
-            r"\[0, 3\): \[3\]"
+            r"input_ids holds values in \[1, 3\],"
+            r" outside the vocabulary \[0, 3\): \[3\]"
         ),
     ):
         check_input_ids(ids, 3)
     with pytest.raises(
-        ValueError, match=r"holds values in \[-1, 3\].*: \[-1\]"
+        ValueError,
+        match=r"holds values in \[-1, 3\].*: \[-1\]",
     ):
         check_ids("input_ids", torch.tensor([[-1, 3]]), 10)
     with pytest.raises(
@@ -378,7 +394,8 @@ def test_tensor_checks_and_their_messages():
     ):
         check_labels(ids[:, :2], ids, 4, shifted_by_model=True)
     with pytest.raises(
-        TypeError, match=r"labels must hold integer token ids \(torch.long\)"
+        TypeError,
+        match=r"labels must hold integer token ids \(torch.long\)",
     ):
         check_labels(ids.float(), ids, 4)
 

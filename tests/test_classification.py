@@ -372,7 +372,7 @@ def test_truncation_and_empty_texts():
 def tiny_runs(tmp_path_factory):
     """Tiny BERT and GPT-2 pretraining runs, each fine-tuned with the tiny
     preset."""
-    from scratchformers.training import pretrain_bert, train_gpt2
+    from scratchformers.recipes import pretrain_bert, train_gpt2
 
     root = tmp_path_factory.mktemp("classify")
     cache = root / "cache"

@@ -19,14 +19,15 @@ import torch
 import scratchformers
 from scratchformers import cli
 from scratchformers.cli import build_parser, main, parse_args
-from scratchformers.training import BERT_PRESETS, CHECKPOINT_NAME, GPT2_PRESETS
+from scratchformers.recipes import BERT_PRESETS, GPT2_PRESETS
+from scratchformers.training import CHECKPOINT_NAME
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 # a few documents of plain English, for --data
 TEXT = "\n\n".join(
-    f"The {w} film was {a}. I watched it {n} times and the {w} story stayed "
-    f"with me. Its actors were {a}, and the ending was {b}."
+    f"The {w} film was {a}. I watched it {n} times and the {w} "
+    f"story stayed with me. Its actors were {a}, and the ending was {b}."
     for n, (w, a, b) in enumerate(
         [
             ("old", "good", "sad"),
@@ -152,10 +153,8 @@ def test_console_script_help_and_version():
     proc = subprocess.run(
         cmd + ["--version"], capture_output=True, text=True, timeout=120
     )
-    assert (
-        proc.returncode == 0
-        and proc.stdout.strip()
-        == f"scratchformers {scratchformers.__version__}"
+    assert proc.returncode == 0 and proc.stdout.strip() == (
+        f"scratchformers {scratchformers.__version__}"
     )
 
 
@@ -270,11 +269,12 @@ def test_import_and_light_commands_need_no_datasets(gpt2_dir):
     generate import no `datasets`."""
     code = (
         "import sys, contextlib, io\nimport scratchformers\n"
-        "assert 'torch' not in sys.modules, 'import scratchformers imports "
-        "torch'\nimport scratchformers.gpt2, scratchformers.bert, "
+        "assert 'torch' not in sys.modules, 'import "
+        "scratchformers imports torch'\n"
+        "import scratchformers.gpt2, scratchformers.bert, "
         "scratchformers.generation, scratchformers.weights\n"
-        "from scratchformers import GPT2LMHeadModel, BertForPreTraining, "
-        "generate\nfrom scratchformers.cli import main\n"
+        "from scratchformers import GPT2LMHeadModel, "
+        "BertForPreTraining, generate\nfrom scratchformers.cli import main\n"
         "for argv in (['--help'], ['--version'], ['generate', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()), "
         "contextlib.suppress(SystemExit): main(argv)\n"
@@ -303,7 +303,14 @@ def test_top_level_exports_are_the_modules_objects():
         TrainConfig,
         train_gpt2,
     )
-    from scratchformers import bert, generation, gpt2, tokenization, training
+    from scratchformers import (
+        bert,
+        generation,
+        gpt2,
+        recipes,
+        tokenization,
+        training,
+    )
 
     assert (BertConfig, BertModel, BertForPreTraining) == (
         bert.BertConfig,
@@ -321,8 +328,8 @@ def test_top_level_exports_are_the_modules_objects():
     )
     assert (TrainConfig, pretrain_bert, train_gpt2) == (
         training.TrainConfig,
-        training.pretrain_bert,
-        training.train_gpt2,
+        recipes.pretrain_bert,
+        recipes.train_gpt2,
     )
     assert sorted(scratchformers.__all__) == sorted(scratchformers._MODULE_OF)
     assert "GPT2LMHeadModel" in dir(scratchformers)
@@ -474,7 +481,7 @@ class FakeResult:
 @pytest.fixture
 def fake_train(monkeypatch):
     "Replace train_gpt2 and pretrain_bert by recorders of their arguments."
-    from scratchformers import training
+    from scratchformers import recipes
 
     calls = []
 
@@ -482,8 +489,8 @@ def fake_train(monkeypatch):
         calls.append(dict(preset=preset, out_dir=out_dir, **kw))
         return FakeResult()
 
-    monkeypatch.setattr(training, "train_gpt2", fake)
-    monkeypatch.setattr(training, "pretrain_bert", fake)
+    monkeypatch.setattr(recipes, "train_gpt2", fake)
+    monkeypatch.setattr(recipes, "pretrain_bert", fake)
     return calls
 
 
@@ -616,8 +623,8 @@ def test_own_data_reaches_prepare(
 def test_config_file_sets_options_and_flags_win(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text(
-        'preset = "tiny"\nlr = 3e-4\nbatch-size = 4\nno_progress = '
-        'true\nsteps = 7\n'
+        'preset = "tiny"\nlr = 3e-4\nbatch-size = '
+        '4\nno_progress = true\nsteps = 7\n'
     )
     args = parse_args(
         build_parser(), ["train-gpt2", "--config", str(toml), "--lr", "1e-3"]

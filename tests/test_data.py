@@ -272,8 +272,8 @@ def test_pairing_is_linear_in_the_number_of_reviews():
 
     small, large = cpu_seconds(2_000), cpu_seconds(16_000)
     assert large / small < 16, (
-        f"8x the reviews took {large / small:.1f}x the time (quadratic "
-        "would be 64x)"
+        "8x the reviews took "
+        f"{large / small:.1f}x the time (quadratic would be 64x)"
     )
 
 
@@ -717,9 +717,8 @@ def test_damaged_cache_is_rebuilt_once(prepare, damage, tmp_path, capsys):
     )
     third = prepare(SMALL, cache_dir=tmp_path)
     assert (
-        "loaded from cache" in capsys.readouterr().out
-        and third.digest == digest
-    )
+        "loaded from cache"
+    ) in capsys.readouterr().out and third.digest == digest
     # nothing left aside
     assert (
         sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
@@ -789,8 +788,8 @@ def test_cache_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
     with pytest.raises(
         PermissionError,
         match=(
-            "cannot write prepared data into the cache "
-            f"{tmp_path / 'file' / 'sub'}"
+            "cannot write prepared "
+            f"data into the cache {tmp_path / 'file' / 'sub'}"
         ),
     ):
         prepare_gpt2_data(SMALL, cache_dir=tmp_path / "file" / "sub")
@@ -900,8 +899,8 @@ def test_read_texts(tmp_path):
     with pytest.raises(
         ValueError,
         match=(
-            rf"{tmp_path / 'c.jsonl'}, line 2: expected an object with a "
-            r"\"text\""
+            rf"{tmp_path / 'c.jsonl'},"
+            r" line 2: expected an object with a \"text\""
         ),
     ):
         read_texts(tmp_path / "c.jsonl")

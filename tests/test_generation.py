@@ -742,7 +742,9 @@ def test_an_eos_outside_the_vocabulary_is_refused_but_loads(tmp_path):
     loaded = GPT2LMHeadModel.from_pretrained(tmp_path)  # loading keeps working
     with pytest.raises(
         ValueError,
-        match=r"model.config.eos_token_id=50256 is not a token id .*\[0, 50\)",
+        match=(
+            r"model.config.eos_token_id=50256 is not a token id .*\[0, 50\)"
+        ),
     ):
         generate(loaded, _prompts(50), 3)
     with pytest.raises(ValueError, match=r"^eos_token_id=60 is not a token id"):

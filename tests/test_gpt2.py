@@ -427,8 +427,8 @@ def test_bad_forward_input():
     with pytest.raises(
         ValueError,
         match=(
-            "labels has shape .*; they must match .*the model shifts them "
-            "itself"
+            "labels has shape .*; "
+            "they must match .*the model shifts them itself"
         ),
     ):
         m(
@@ -783,8 +783,8 @@ def test_generate_method_calls_generation():
                 torch.zeros(1, 3, dtype=torch.long), labels=torch.zeros(1, 3)
             ),
             TypeError,
-            "labels must hold integer token ids \\(torch.long\\), got "
-            "torch.float32",
+            "labels must hold integer token ids "
+            "\\(torch.long\\), got torch.float32",
         ),
         (
             lambda m: m(
@@ -792,8 +792,8 @@ def test_generate_method_calls_generation():
                 position_ids=torch.arange(3.0),
             ),
             TypeError,
-            "position_ids must hold integer positions \\(torch.long\\), got "
-            "torch.float32",
+            "position_ids must hold integer positions "
+            "\\(torch.long\\), got torch.float32",
         ),
         (
             lambda m: m(
@@ -965,8 +965,8 @@ def test_int32_labels_and_positions_work_and_unsigned_are_refused():
     with pytest.raises(
         TypeError,
         match=(
-            "labels must hold integer token ids \\(torch.long\\), got "
-            "torch.uint8"
+            "labels must hold integer token ids "
+            "\\(torch.long\\), got torch.uint8"
         ),
     ):
         m(ids, labels=ids.to(torch.uint8))

@@ -94,8 +94,8 @@ def test_recorded_run_replays_bit_for_bit(name, tmp_path):
         (tmp_path / "replay" / "run_config.json").read_text()
     )
     assert replay_config["data_digest"] == recorded_config["data_digest"], (
-        "the prepared data (or its tokenizer) differs from the recording's: "
-        "re-record the run"
+        "the prepared data (or its tokenizer) differs from the "
+        "recording's: re-record the run"
     )
     metrics = [
         json.loads(line)

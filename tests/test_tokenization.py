@@ -47,37 +47,6 @@ def rust_merges(tok):
     ]
 
 
-def test_wordpiece_layout(wordpiece):
-    assert [wordpiece.token_to_id(t) for t in BERT_SPECIAL_TOKENS] == [
-        0,
-        1,
-        2,
-        3,
-        4,
-    ]
-    assert wordpiece.get_vocab_size() == 2000
-    enc = wordpiece.encode("A Great Movie", "Awful.")
-    assert (
-        enc.tokens[0] == "[CLS]"
-        and enc.tokens[-1] == "[SEP]"
-        and enc.tokens.count("[SEP]") == 2
-    )
-    assert "great" in enc.tokens  # lower-cased
-    sep = enc.tokens.index("[SEP]")
-    assert enc.type_ids == [0] * (sep + 1) + [1] * (len(enc.tokens) - sep - 1)
-
-
-def test_bytelevel_layout(bytelevel):
-    assert (
-        bytelevel.get_vocab_size() == 1500
-        and bytelevel.token_to_id(GPT2_EOS) == 1499
-    )
-    ids = bytelevel.encode("Hello" + GPT2_EOS).ids
-    # the special token is recognised in text, never added automatically
-    assert ids[-1] == 1499
-    assert bytelevel.encode("Hello").ids == ids[:-1]
-
-
 @pytest.mark.parametrize("which", ["wordpiece", "bytelevel"])
 def test_loads_in_transformers(which, request, tmp_path):
     from transformers import PreTrainedTokenizerFast
@@ -102,11 +71,6 @@ def test_loads_in_transformers(which, request, tmp_path):
         )
 
 
-def test_load_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no tokenizer at"):
-        load_tokenizer(tmp_path)
-
-
 @pytest.mark.parametrize(
     "train",
     [
@@ -126,16 +90,6 @@ def test_bad_input(train, texts):
         train("a review", vocab_size=1000, show_progress=False)
     with pytest.raises(ValueError, match="too small"):
         train(texts[:5], vocab_size=256, show_progress=False)
-
-
-def test_byte_table():
-    from tokenizers import pre_tokenizers
-
-    table = bytes_to_unicode()
-    assert sorted(table) == list(range(256)) and set(table.values()) == set(
-        pre_tokenizers.ByteLevel.alphabet()
-    )
-    assert table[32] == "Ġ" and table[10] == "Ċ" and table[65] == "A"
 
 
 def test_pretokenize_matches_rust(texts):
@@ -191,19 +145,6 @@ def test_same_merges_and_ids_as_rust(texts, n, vocab_size, min_frequency):
         )
 
 
-def test_tie_break_is_smallest_id_pair():
-    """Three pairs of count 1: Rust takes the smallest pair of ids ('a' < 'Ġ' in
-    id order), not the first seen or the smallest bytes."""
-    rust = train_bytelevel_bpe(
-        [" c ab"], 258, min_frequency=1, show_progress=False
-    )
-    assert (
-        rust_merges(rust)
-        == [("a", "b")]
-        == ByteLevelBPE().train([" c ab"], 258, min_frequency=1).merges
-    )
-
-
 def test_random_synthetic_corpora_match_rust():
     """Tiny alphabets make many ties and overlapping pairs (aaa): the hardest
     case for matching the merge order."""
@@ -221,38 +162,6 @@ def test_random_synthetic_corpora_match_rust():
         ours = ByteLevelBPE().train(texts, vocab_size, mf)
         assert ours.merges == rust_merges(rust), seed
         assert all(ours.encode(t) == rust.encode(t).ids for t in texts)
-
-
-def _random_string(rng):
-    pools = [
-        " \t\n\r",
-        "abcXYZ019'!?.,",
-        "éüñß",
-        "中文字符日本語",
-        "😀👍🏽🎬",
-        "\x00\x1b\x7f\x85\u200b\u3000",
-    ]
-    return "".join(
-        chr(rng.randrange(0x110000))
-        if rng.random() < 0.2
-        else rng.choice(rng.choice(pools))
-        for _ in range(rng.randrange(40))
-    )
-
-
-def test_roundtrip_any_string(texts):
-    bpe = ByteLevelBPE().train(texts[:200], 400)
-    rng = random.Random(0)
-    for s in [
-        "",
-        " ",
-        "\x00",
-        "😀",
-        "中文",
-        "\ud800 lone surrogate",
-        GPT2_EOS * 2,
-    ] + [_random_string(rng) for _ in range(2000)]:
-        assert bpe.decode(bpe.encode(s)) == s, repr(s)
 
 
 def test_roundtrip_hypothesis(texts):
@@ -412,8 +321,8 @@ def test_load_tokenizer_errors_name_the_file(tmp_path):
     with pytest.raises(
         ValueError,
         match=(
-            rf"{bad / 'tokenizer.json'} is not a tokenizer file: it is not "
-            r"valid JSON"
+            rf"{bad / 'tokenizer.json'} is not "
+            r"a tokenizer file: it is not valid JSON"
         ),
     ):
         load_tokenizer(bad)

@@ -4,7 +4,6 @@
 bad settings, several processes."""
 
 import json
-import math
 import os
 import runpy
 import subprocess
@@ -20,10 +19,10 @@ from torch import nn
 from scratchformers.bert import BertConfig, BertForPreTraining
 from scratchformers.data import prepare_bert_data, prepare_gpt2_data
 from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel
-from scratchformers.training import CHECKPOINT_NAME, TINY_SCALE, TrainConfig
+from scratchformers.recipes import TINY_SCALE, save_trained
+from scratchformers.training import CHECKPOINT_NAME, TrainConfig
 from scratchformers.training import TrainingDiverged, decay_split, lr_factor
-from scratchformers.training import pretrain_bert, read_checkpoint, save_trained
-from scratchformers.training import train
+from scratchformers.training import read_checkpoint, train
 
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 # a run without evaluations
@@ -103,13 +102,6 @@ def test_schedule_warms_up_then_decays():
     f = [lr_factor(s, 10, 100, 0.1) for s in range(100)]
     assert f[9] == 1.0 and f[0] == 0.1 and min(f) > 0.1 - 1e-12 and f[-1] < 0.11
     assert f == sorted(f[:10]) + sorted(f[10:], reverse=True)
-
-
-def test_unknown_preset():
-    with pytest.raises(
-        ValueError, match="unknown preset 'huge'.*pocket, full, tiny"
-    ):
-        pretrain_bert("huge")
 
 
 def test_data_too_small_for_a_step(gpt2_data):
@@ -252,7 +244,8 @@ def test_resume_refuses_a_different_run(gpt2_data, tmp_path):
     )
     train(tiny_gpt2(), gpt2_data.train, cfg, collate_fn=gpt2_data.collate)
     with pytest.raises(
-        ValueError, match=r"lr: 0.001 in the checkpoint, 0.002 now"
+        ValueError,
+        match=r"lr: 0.001 in the checkpoint, 0.002 now",
     ):
         train(
             tiny_gpt2(),
@@ -262,7 +255,8 @@ def test_resume_refuses_a_different_run(gpt2_data, tmp_path):
             resume=True,
         )
     with pytest.raises(
-        ValueError, match=r"model n_layer: 2 in the checkpoint, 3 now"
+        ValueError,
+        match=r"model n_layer: 2 in the checkpoint, 3 now",
     ):
         torch.manual_seed(0)
         bigger = GPT2LMHeadModel(GPT2Config.tiny(vocab_size=600, n_layer=3))
@@ -347,7 +341,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(gpt2_data, tmp_path):
     )
     model = NanAt(tiny_gpt2(**NO_DROPOUT), call=6)
     with pytest.raises(
-        TrainingDiverged, match=r"step 6: the loss is nan.*checkpoint.*intact"
+        TrainingDiverged,
+        match=r"step 6: the loss is nan.*checkpoint.*intact",
     ):
         train(model, gpt2_data.train, cfg, collate_fn=gpt2_data.collate)
     ckpt = read_checkpoint(tmp_path / CHECKPOINT_NAME)
@@ -430,40 +425,7 @@ def test_compiled_model_saves_plain_names(gpt2_data, tmp_path):
     )
 
 
-def test_pretrained_bert_loads_in_transformers(cache, tmp_path):
-    transformers = pytest.importorskip("transformers")
-    result = pretrain_bert(
-        "tiny", tmp_path, cache_dir=cache, progress=False, max_steps=3
-    )
-    assert {
-        "mlm_accuracy",
-        "nsp_accuracy",
-        "mlm_loss",
-        "nsp_loss",
-        "loss",
-    } <= set(result.final_eval)
-    hf = transformers.BertForPreTraining.from_pretrained(tmp_path).eval()
-    ours = result.model.eval()
-    ids = torch.randint(5, ours.config.vocab_size, (2, 10))
-    with torch.no_grad():
-        torch.testing.assert_close(
-            hf(ids).prediction_logits,
-            ours(ids).prediction_logits,
-            atol=1e-4,
-            rtol=1e-4,
-        )
-    tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_file=str(tmp_path / "tokenizer.json")
-    )
-    assert tok.convert_tokens_to_ids("[MASK]") == 4
-    assert (
-        json.loads((tmp_path / "history.json").read_text())["train"][-1]["step"]
-        == 3
-    )
-
-
 # --- several processes --------------------------------------------------------
-
 
 DDP_SCRIPT = textwrap.dedent('''
     import json, os, sys, torch
@@ -547,10 +509,7 @@ from scratchformers.training import (
     count_parameters,
     estimate_run,
     precision_report,  # noqa: E402
-    recipe_config,
     resolve_precision,
-    BERT_PRESETS,
-    GPT2_PRESETS,
 )
 
 
@@ -665,27 +624,6 @@ def test_resume_is_exact_in_both_precisions(gpt2_data, tmp_path, precision):
 # --- stopping and continuing --------------------------------------------------
 
 
-def test_stop_after_then_resume_equals_one_run(cache, tmp_path, capsys):
-    """A tiny GPT-2 recipe run stopped after 3 steps and resumed to the end: the
-    same losses, bit for bit."""
-    kw = dict(cache_dir=cache, progress=False, max_steps=8, eval_every=4)
-    straight = training.train_gpt2("tiny", tmp_path / "straight", **kw)
-    part = training.train_gpt2("tiny", tmp_path / "parts", stop_after=3, **kw)
-    assert (
-        part.stopped == "stop_after"
-        and part.state.step == 3
-        and not part.finished
-    )
-    assert "stopped after step 3 of 8" in capsys.readouterr().out
-    assert (
-        read_checkpoint(tmp_path / "parts" / CHECKPOINT_NAME)["state"]["step"]
-        == 3
-    )
-    rest = training.train_gpt2("tiny", tmp_path / "parts", resume=True, **kw)
-    assert rest.finished and losses(rest) == losses(straight)
-    assert rest.final_eval["loss"] == straight.final_eval["loss"]
-
-
 def test_stop_after_must_be_positive():
     for bad in (0, -2, 1.5):
         with pytest.raises(
@@ -775,7 +713,8 @@ def test_signal_finishes_the_step_saves_and_resumes_exactly(
         collate_fn=gpt2_data.collate,
     )
     with pytest.raises(
-        TrainingInterrupted, match=r"after step 3 of 8.*continue with resume"
+        TrainingInterrupted,
+        match=r"after step 3 of 8.*continue with resume",
     ) as e:
         # in step 3
         train(
@@ -815,7 +754,7 @@ def test_signal_without_out_dir_has_no_checkpoint(gpt2_data):
     assert e.value.checkpoint is None
 
 
-def test_out_dir_is_checked_before_training(gpt2_data, tmp_path, cache):
+def test_out_dir_is_checked_before_training(gpt2_data, tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
     for out, match in (
@@ -832,12 +771,6 @@ def test_out_dir_is_checked_before_training(gpt2_data, tmp_path, cache):
                 ),
                 collate_fn=gpt2_data.collate,
             )
-        # the recipes check before preparing any data
-        with pytest.raises(OSError, match=match):
-            training.train_gpt2(
-                "tiny", out, cache_dir=tmp_path / "no-cache-yet", progress=False
-            )
-    assert not (tmp_path / "no-cache-yet").exists()
 
 
 def test_resume_checks_the_data_digest(gpt2_data, tmp_path):
@@ -922,31 +855,6 @@ def test_old_checkpoints_still_resume(gpt2_data, tmp_path):
     )
 
 
-def test_epochs_replace_a_preset_step_count(capsys):
-    cfg = recipe_config(
-        GPT2_PRESETS["pocket"], None, {"epochs": 2}, "preset 'pocket'"
-    )
-    assert cfg.max_steps is None and cfg.epochs == 2
-    steps = GPT2_PRESETS["pocket"].train["max_steps"]
-    assert (
-        f"epochs=2 replaces preset 'pocket''s max_steps={steps}"
-        in capsys.readouterr().out
-    )
-    with pytest.raises(ValueError, match="both max_steps=10 and epochs=2"):
-        recipe_config(
-            GPT2_PRESETS["pocket"], None, {"epochs": 2, "max_steps": 10}
-        )
-    # not given
-    assert (
-        recipe_config(GPT2_PRESETS["pocket"], None, {"epochs": None}).max_steps
-        == steps
-    )
-    # BERT's pocket counts epochs
-    assert (
-        recipe_config(BERT_PRESETS["pocket"], None, {"epochs": 3}).epochs == 3
-    )
-
-
 def test_warmup_longer_than_the_run_is_clamped(gpt2_data, capsys):
     cfg = TrainConfig(
         lr=1e-3, max_steps=10, warmup_steps=50, batch_size=4, progress=False
@@ -955,68 +863,14 @@ def test_warmup_longer_than_the_run_is_clamped(gpt2_data, capsys):
         tiny_gpt2(), gpt2_data.train, cfg, collate_fn=gpt2_data.collate
     )
     assert (
-        "a warm-up of 50 steps does not fit in a run of 10 steps; it is "
-        "clamped to 1 steps"
+        "a warm-up of 50 steps does not fit in a run of 10 steps; it "
+        "is clamped to 1 steps"
     ) in capsys.readouterr().out
     lrs = [r["lr"] for r in result.history["train"]]
     assert lrs[0] == cfg.lr and lrs == sorted(lrs, reverse=True)
 
 
 # --- runs you can watch -------------------------------------------------------
-
-
-def test_run_records(cache, tmp_path, capsys):
-    out = tmp_path / "run"
-    result = training.train_gpt2(
-        "tiny", out, cache_dir=cache, progress=False, max_steps=6, eval_every=3
-    )
-    printed = capsys.readouterr().out
-    # progress=False still shows evaluations
-    assert printed.count("  validation  ") == 2 and "perplexity" in printed
-    records = [
-        json.loads(line)
-        for line in (out / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [r["step"] for r in records if r["kind"] == "train"] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-        6,
-    ]
-    evals = [r for r in records if r["kind"] == "eval"]
-    assert [r["step"] for r in evals] == [3, 6]
-    assert (
-        abs(evals[-1]["perplexity"] - math.exp(evals[-1]["loss"]))
-        < 1e-9 * evals[-1]["perplexity"]
-    )
-    assert (
-        evals[-1]["seconds"] >= records[-2]["seconds"]
-        and result.state.seconds == evals[-1]["seconds"]
-    )
-    assert json.loads((out / "history.json").read_text()) == json.loads(
-        json.dumps(result.history)
-    )
-    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    run_config = json.loads((out / "run_config.json").read_text())
-    assert (
-        run_config["train_config"]["max_steps"] == 6
-        and run_config["model_config"]["n_layer"] == 2
-    )
-    assert (
-        run_config["precision"] in ("fp32", "bf16")
-        and run_config["total_steps"] == 6
-    )
-    training.train_gpt2(
-        "tiny", out, cache_dir=cache, progress=False, max_steps=2, eval_every=3
-    )
-    kinds = [
-        json.loads(line)["kind"]
-        for line in (out / "metrics.jsonl").read_text().splitlines()
-    ]
-    # a fresh run in the same directory starts a new file
-    assert kinds == ["event", "train", "train", "eval"]
 
 
 def test_history_is_current_at_each_evaluation(gpt2_data, tmp_path):
@@ -1064,8 +918,7 @@ def test_a_finished_run_can_be_extended(gpt2_data, tmp_path, capsys):
     )
     assert (
         "re-planned: the run now ends at step 8 instead of 4"
-        in capsys.readouterr().out
-    )
+    ) in capsys.readouterr().out
     lrs = [r["lr"] for r in extended.history["train"]]
     # it had decayed
     assert len(lrs) == 8 and all(
@@ -1136,8 +989,8 @@ def test_a_finished_run_can_be_extended(gpt2_data, tmp_path, capsys):
         resume=True,
     )
     assert (
-        "plans 8 steps; the 3 asked for now are fewer, so the run "
-        "continues to step 8"
+        "plans 8 steps; the 3 asked for now are fewer, so the "
+        "run continues to step 8"
     ) in capsys.readouterr().out
     assert (
         shorter.total_steps == 8
@@ -1193,75 +1046,3 @@ def test_estimate_counts_the_real_parameters(family, preset):
 
 
 # --- the full presets, two steps on CPU ---------------------------------------
-
-
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_full_preset_takes_two_steps_on_cpu(family, tmp_path, capsys):
-    """Two optimizer steps of the `full` recipe through the same code path a GPU
-    run takes (device and precision aside): BERT-base on the pretraining data of
-    all of IMDb's training reviews, GPT-2 small on windows of 1024 tokens. The
-    data come from the shared cache (~/.cache/scratchformers): measured on the
-    2-core build machine, building them the first time takes about 3 minutes for
-    BERT and 2 for GPT-2, later runs load them in seconds. The presets' batches
-    are too slow for CI on a CPU, so this test makes them smaller (the same
-    models, context and code, less arithmetic): BERT-base's 32 pairs took ~45 s
-    a step on one thread here (two steps ~90 s), the test uses 8; GPT-2 small's
-    8 windows x 4 accumulated micro-batches of 1024 tokens (32,768 tokens a
-    step) would take minutes a step, the test uses 1 window and no accumulation
-    (~50-70 s a step here, measured while seven jobs shared the two cores; far
-    less on a machine of its own). Evaluation reads the first 4 validation
-    examples instead of thousands, for the same reason."""
-    import dataclasses
-
-    data = (prepare_bert_data if family == "bert" else prepare_gpt2_data)(
-        "full"
-    )
-    data = dataclasses.replace(
-        data, validation=data.validation.select(range(4))
-    )
-    overrides = dict(
-        max_steps=2,
-        progress=False,
-        log_every=1,
-        device="cpu",
-        checkpoint_minutes=0,
-    )
-    overrides.update(batch_size=8) if family == "bert" else overrides.update(
-        batch_size=1, grad_accum_steps=1
-    )
-    run = training.pretrain_bert if family == "bert" else training.train_gpt2
-    result = run("full", tmp_path / "run", data=data, **overrides)
-    assert (
-        result.finished
-        and result.state.step == 2
-        and all(math.isfinite(x) for x in losses(result))
-    )
-    assert math.isfinite(result.final_eval["loss"])
-    config = result.model.config
-    if family == "bert":
-        assert (
-            config.hidden_size,
-            config.num_hidden_layers,
-            config.vocab_size,
-        ) == (768, 12, 30522)
-    else:
-        assert (config.n_embd, config.n_layer, config.n_positions) == (
-            768,
-            12,
-            1024,
-        )
-        assert len(data.train[0]["input_ids"]) == 1024
-    printed = capsys.readouterr().out
-    # the estimate came first
-    assert (
-        f"{count_parameters(config) / 1e6:.1f}M parameters; memory about"
-        in printed
-    )
-    assert (tmp_path / "run" / "model.safetensors").is_file() and (
-        tmp_path / "run" / CHECKPOINT_NAME
-    ).is_file()
-    import shutil
-
-    # ~2 GB of weights and optimizer state: don't leave them in pytest's temp
-    # dirs
-    shutil.rmtree(tmp_path / "run")

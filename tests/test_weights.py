@@ -273,7 +273,8 @@ def test_long_lists_are_shortened(tmp_path):
 
     _rewrite(d, rename_encoder)
     with pytest.raises(
-        CheckpointError, match=r"missing tensor.*\.\.\. and \d+ more"
+        CheckpointError,
+        match=r"missing tensor.*\.\.\. and \d+ more",
     ) as e:
         BertForPreTraining.from_pretrained(d)
     assert len(e.value.missing) == len(e.value.unexpected) == 3 * 16
@@ -403,11 +404,8 @@ def test_hub_name_offline_fails_fast_and_says_how(tmp_path, monkeypatch):
     monkeypatch.setattr(
         huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub")
     )
-    monkeypatch.setattr(
-        W,
-        "_hub_reachable",
-        lambda *a, **k: pytest.fail("network probed while offline"),
-    )
+    probed = "network probed while offline"
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail(probed))
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     with pytest.raises(FileNotFoundError) as e:
@@ -415,9 +413,8 @@ def test_hub_name_offline_fails_fast_and_says_how(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 5
     msg = str(e.value)
     assert (
-        "'bert-base-uncased' is not a local directory" in msg
-        and "HF_HUB_OFFLINE" in msg
-    )
+        "'bert-base-uncased' is not a local directory"
+    ) in msg and "HF_HUB_OFFLINE" in msg
     assert "pass a local directory" in msg and "\n" not in msg
 
 
@@ -433,8 +430,9 @@ def test_hub_name_unreachable_fails_fast(tmp_path, monkeypatch):
     t0 = time.perf_counter()
     with pytest.raises(
         FileNotFoundError,
-        match="'gpt2' is not a local directory and the Hugging Face Hub cannot "
-        "be reached from here: pass a local directory",
+        match="'gpt2' is not a "
+        "local directory and the Hugging Face Hub cannot be reached from "
+        "here: pass a local directory",
     ):
         Toy.from_pretrained("gpt2")
     assert time.perf_counter() - t0 < 5
@@ -443,11 +441,8 @@ def test_hub_name_unreachable_fails_fast(tmp_path, monkeypatch):
 def test_hub_name_that_is_a_local_directory_loads_locally(saved, monkeypatch):
     toy, d = saved
     monkeypatch.chdir(d.parent)
-    monkeypatch.setattr(
-        W,
-        "_hub_reachable",
-        lambda *a, **k: pytest.fail("network probed for a local directory"),
-    )
+    probed = "network probed for a local directory"
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: pytest.fail(probed))
     # 'toy' is shaped like a Hub id, but is a directory here
     again = Toy.from_pretrained("toy")
     assert torch.equal(again.emb.weight, toy.emb.weight)
@@ -478,7 +473,7 @@ def test_hub_download_path_with_a_fake_hub(
         return str(shutil.copy(d / filename, snap / filename))
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(W, "_hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
     monkeypatch.chdir(tmp_path)
     again = Toy.from_pretrained("someone/toy")
