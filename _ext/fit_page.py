@@ -497,6 +497,26 @@ def _import_lines(lines, tree_, toks) -> bool:
     return False
 
 
+def _trailing(i, lines, by_row, inside, pad=None):
+    """The trailing comment token of line `i` that may move to a line of its
+    own above (not a pragma, not after a string or a backslash continuation);
+    with `pad`, only on a line indented by exactly `pad`."""
+    if i >= len(lines) or (i + 1) in inside:
+        return None
+    line = lines[i]
+    if pad is not None and not (
+        line.startswith(pad) and line[len(pad) : len(pad) + 1] not in " \t"
+    ):
+        return None
+    skip = (tk.NL, tk.NEWLINE, tk.INDENT, tk.DEDENT)
+    rt = [t for t in by_row.get(i + 1, []) if t.type not in skip]
+    if len(rt) < 2 or rt[-1].type != tk.COMMENT or PRAGMA.search(rt[-1].string):
+        return None
+    if DIRECTIVE.match(line) or (i and lines[i - 1].rstrip().endswith("\\")):
+        return None
+    return rt[-1]
+
+
 def _rewrite_once(src: str, notebook: bool) -> str | None:
     "Fix the first long line that can be fixed; None if none can."
     lines = src.split("\n")
@@ -552,14 +572,21 @@ def _rewrite_once(src: str, notebook: bool) -> str | None:
             if _fix_comment(lines, i):
                 return "\n".join(lines)
             continue
-        if rt and rt[-1].type == tk.COMMENT and len(rt) > 1:
-            prev = lines[i - 1] if i else ""
-            cont = prev.rstrip().endswith("\\")
-            if not cont:
-                code = line[: rt[-1].start[1]].rstrip()
-                pad = line[: len(line) - len(line.lstrip())]
-                lines[i : i + 1] = [pad + rt[-1].string, code]
-                return "\n".join(lines)
+        if _trailing(i, lines, by_row, inside) is not None:
+            # its neighbours' trailing comments move too: one style a block
+            pad = line[: len(line) - len(line.lstrip())]
+            first = last = i
+            while first > 0 and _trailing(
+                first - 1, lines, by_row, inside, pad
+            ):
+                first -= 1
+            while _trailing(last + 1, lines, by_row, inside, pad):
+                last += 1
+            for j in range(last, first - 1, -1):
+                c = _trailing(j, lines, by_row, inside)
+                code = lines[j][: c.start[1]].rstrip()
+                lines[j : j + 1] = [pad + c.string, code]
+            return "\n".join(lines)
         if _fix_string(lines, i, rt, sig, lambda pos: depths.get(pos, 0)):
             return "\n".join(lines)
     return None

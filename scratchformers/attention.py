@@ -195,8 +195,9 @@ class MultiHeadAttention(nn.Module):
         attn_pdrop: float = 0.0,
         # dropout on the layer's output (training only)
         resid_pdrop: float = 0.0,
+        # "eager" or "sdpa"
         implementation: str = "sdpa",
-    ):  # "eager" or "sdpa"
+    ):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(
@@ -215,7 +216,8 @@ class MultiHeadAttention(nn.Module):
         )
         # queries, keys and values of all heads in one matmul
         self.c_attn = nn.Linear(n_embd, 3 * n_embd)
-        self.c_proj = nn.Linear(n_embd, n_embd)  # mixes the heads' outputs
+        # mixes the heads' outputs
+        self.c_proj = nn.Linear(n_embd, n_embd)
         self.resid_dropout = nn.Dropout(resid_pdrop)
 
     def forward(
@@ -223,7 +225,8 @@ class MultiHeadAttention(nn.Module):
         x: torch.Tensor,  # (B, T, C)
         # bool, True = may attend, broadcast to (B, nh, T, T_past + T)
         mask: torch.Tensor | None = None,
-        is_causal: bool = False,  # add a causal mask
+        # add a causal mask
+        is_causal: bool = False,
         # cached (k, v), each (B, nh, T_past, hs)
         past_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
         # also return the weights (from the eager path)
@@ -233,7 +236,8 @@ class MultiHeadAttention(nn.Module):
     ]:
         """Attend to the cached and current positions: output (B, T, C), (k, v),
         weights or None."""
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # each (B, T, C)
+        # each (B, T, C)
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # each (B, nh, T, hs)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))
         if past_key_value is not None:

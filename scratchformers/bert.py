@@ -90,7 +90,8 @@ class BertConfig(ConfigMixin):
     max_position_embeddings: int = 512  # longest sequence the model can read
     type_vocab_size: int = 2  # segment A and segment B
     layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02  # std of the normal initialisation
+    # std of the normal initialisation
+    initializer_range: float = 0.02
     # its embedding starts at zero and gets no gradient from the input side
     pad_token_id: int | None = 0
     # "sdpa" (fused kernel) or "eager" (written out)
@@ -184,7 +185,8 @@ class BertEmbeddings(nn.Module):
         input_ids: torch.Tensor,  # (B, T) token ids
         # (B, T) segment ids, 0 (A) when not given
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (B, T, C)
+        # (B, T, C)
+    ) -> torch.Tensor:
         "Embed a batch of token ids."
         c = self.config
         T = check_input_ids(input_ids, c.vocab_size)[1]
@@ -256,7 +258,8 @@ class BertSelfAttention(nn.Module):
         y = attend(
             q, k, v, mask, dropout_p=p, implementation=c.attn_implementation
         )
-        return merge_heads(y), None  # (B, T, C)
+        # (B, T, C)
+        return merge_heads(y), None
 
 
 # %% ../book/04_bert.ipynb #3a39a8b4
@@ -418,8 +421,10 @@ class BertModelOutput(ModelOutput):
     """What `BertModel` returns (Hugging Face's field names; index it by name or
     position too)."""
 
-    last_hidden_state: torch.Tensor  # (B, T, C)
-    pooler_output: torch.Tensor  # (B, C)
+    # (B, T, C)
+    last_hidden_state: torch.Tensor
+    # (B, C)
+    pooler_output: torch.Tensor
     # num_hidden_layers + 1 tensors (B, T, C)
     hidden_states: tuple[torch.Tensor, ...] | None = None
     # num_hidden_layers tensors (B, nh, T, T)
@@ -569,7 +574,8 @@ class BertForPreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None = None
     # (B, T, vocab_size), or (N, vocab_size) with labelled_only
     prediction_logits: torch.Tensor | None = None
-    seq_relationship_logits: torch.Tensor | None = None  # (B, 2)
+    # (B, 2)
+    seq_relationship_logits: torch.Tensor | None = None
     # num_hidden_layers + 1 tensors (B, T, C)
     hidden_states: tuple[torch.Tensor, ...] | None = None
     # num_hidden_layers tensors (B, nh, T, T)
@@ -627,7 +633,8 @@ class BertForPreTraining(PreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, T)
-        token_type_ids: torch.Tensor | None = None,  # (B, T)
+        # (B, T)
+        token_type_ids: torch.Tensor | None = None,
         # (B, T), 1 real, 0 padding
         attention_mask: torch.Tensor | None = None,
         # (B, T) original ids at masked positions, -100 elsewhere

@@ -16,13 +16,15 @@ from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlparse
-from typing import TYPE_CHECKING
 
+# typing.TYPE_CHECKING without importing typing (checks stays light)
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the annotations name torch; _torch() imports it
     import torch
 
 # %% auto #0
 __all__ = [
+    'TYPE_CHECKING',
     'check',
     'is_int',
     'is_number',

@@ -213,10 +213,12 @@ class SequenceClassifierOutput(ModelOutput):
 
     # mean cross-entropy, when labels are given
     loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, num_labels)
+    # (B, num_labels)
+    logits: torch.Tensor | None = None
     # the backbone's, if output_hidden_states
     hidden_states: tuple | None = None
-    attentions: tuple | None = None  # the backbone's, if output_attentions
+    # the backbone's, if output_attentions
+    attentions: tuple | None = None
 
 
 @dataclass
@@ -326,7 +328,8 @@ class BertForSequenceClassification(ClassifierLoading, PreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         # (B, T), 1 real, 0 padding
         attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,  # (B,) class ids
+        # (B,) class ids
+        labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         # False: a tuple of the fields that are set
@@ -365,7 +368,8 @@ def last_token_index(
     pad_token_id: int | None,
     # (B, T), 1 real, 0 padding
     attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor:  # (B,)
+    # (B,)
+) -> torch.Tensor:
     """Each row's last real token: the rightmost that is not `pad_token_id` (as
     `transformers`)."""
     B, T = input_ids.shape
@@ -388,7 +392,8 @@ def last_token_index(
             f"{pad_token_id}, by which the classifier finds "
             "each row's last token"
         )
-    not_pad = (input_ids != pad_token_id).int()  # (B, T)
+    # (B, T)
+    not_pad = (input_ids != pad_token_id).int()
     # (B,)
     return (torch.arange(T, device=input_ids.device) * not_pad).argmax(-1)
 
@@ -414,7 +419,8 @@ class GPT2ForSequenceClassification(ClassifierLoading, PreTrainedModel):
         input_ids: torch.Tensor,  # (B, T)
         # (B, T), 1 real, 0 padding
         attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,  # (B,) class ids
+        # (B,) class ids
+        labels: torch.Tensor | None = None,
         # (B, T) or (T,); default 0..T-1
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
@@ -442,7 +448,8 @@ class GPT2ForSequenceClassification(ClassifierLoading, PreTrainedModel):
         h = out.last_hidden_state[
             torch.arange(len(last), device=last.device), last
         ]
-        logits = self.score(h)  # (B, num_labels)
+        # (B, num_labels)
+        logits = self.score(h)
         loss = None if labels is None else classification_loss(logits, labels)
         out = SequenceClassifierOutputWithPast(
             loss, logits, out.past_key_values, out.hidden_states, out.attentions
@@ -642,7 +649,8 @@ class FinetunePreset:
     n_valid: int | None
     # tokens per review, specials included (capped at the model's positions)
     max_length: int
-    train: dict  # TrainConfig fields
+    # TrainConfig fields
+    train: dict
 
 
 FINETUNE_PRESETS = {
@@ -728,10 +736,14 @@ class FinetuneResult:
     # as `train`'s: {"train": [per step], "eval": [loss, accuracy per
     # evaluation]}
     history: dict
-    accuracy: float  # held-out accuracy at the end
-    loss: float  # held-out loss at the end
-    max_length: int  # tokens per review
-    seconds: float  # training time, evaluations included
+    # held-out accuracy at the end
+    accuracy: float
+    # held-out loss at the end
+    loss: float
+    # tokens per review
+    max_length: int
+    # training time, evaluations included
+    seconds: float
     output_dir: Path | None = None
 
 

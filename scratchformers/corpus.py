@@ -130,7 +130,8 @@ def load_imdb(split: str = "train", source: str = "auto") -> datasets.Dataset:
 
 
 # %% ../book/01_corpus.ipynb #1ae7972e
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)  # `<br />`, `<br>`, `<BR/>`
+# `<br />`, `<br>`, `<BR/>`
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # a handful of reviews have these
 _INLINE_TAG = re.compile(r"</?(?:i|em|b|strong|u|hr|p|spoiler)>", re.IGNORECASE)
 # \x85 -> …, \x96 -> –
@@ -138,7 +139,8 @@ _CP1252 = {
     c: bytes([c]).decode("cp1252", errors="ignore") or " "
     for c in range(0x80, 0xA0)
 }
-_SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newlines
+# whitespace other than newlines
+_SPACES = re.compile(r"[^\S\n]+")
 
 
 def clean_review(text: str) -> str:

@@ -93,7 +93,8 @@ class DataScale:
     name: str
     # reviews used, validation included; None = all 25,000
     n_reviews: int | None
-    valid_fraction: float = 0.1  # share of the reviews held out for validation
+    # share of the reviews held out for validation
+    valid_fraction: float = 0.1
     bert_vocab_size: int = 30522
     gpt2_vocab_size: int = 50257
     max_length: int = 128  # BERT: tokens in [CLS] A [SEP] B [SEP]
@@ -746,7 +747,8 @@ def _lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def _word_draws(u: torch.Tensor, is_start: torch.Tensor) -> torch.Tensor:
     """Each token takes the draw `u` of the first piece of its word (`is_start`
     marks word starts)."""
-    pos = torch.arange(u.shape[1]).expand_as(u)  # (B, T)
+    # (B, T)
+    pos = torch.arange(u.shape[1]).expand_as(u)
     # (B, T) the start of each token's word
     first = torch.where(is_start, pos, 0).cummax(dim=1).values
     return u.gather(1, first)
@@ -1027,7 +1029,8 @@ class BertPretrainingData(_Batches):
     validation: datasets.Dataset
     collator: MLMCollator
     scale: DataScale
-    path: Path | None = None  # the cache directory of the examples
+    # the cache directory of the examples
+    path: Path | None = None
     # tokenizer and examples: checkpoints keep it, a resume compares it
     digest: str = ""
 
@@ -1099,12 +1102,15 @@ class _Inputs:
     documents: Callable[[], datasets.DatasetDict]
     clean: Callable[[str], str]
     tokenizer: Tokenizer
-    texts_digest: str | None  # None: IMDb
-    name: str  # the scale's name, or "own"
+    # None: IMDb
+    texts_digest: str | None
+    # the scale's name, or "own"
+    name: str
     # the functions that load, split and clean the documents (keyed by their
     # source)
     code: tuple
-    small: bool  # builds in seconds: no progress bars
+    # builds in seconds: no progress bars
+    small: bool
 
 
 def _inputs(

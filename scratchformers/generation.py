@@ -154,7 +154,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     probs = sorted_logits.softmax(dim=-1)
     # probability of the tokens ranked above each one
     mass_above = probs.cumsum(dim=-1) - probs
-    drop_sorted = mass_above >= p  # p was already reached without this token
+    # p was already reached without this token
+    drop_sorted = mass_above >= p
     # back to vocabulary order
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
@@ -483,12 +484,15 @@ def generate(
     model: nn.Module,
     # (B, T) prompt ids, on the model's device
     input_ids: torch.Tensor,
-    max_new_tokens: int = 20,  # at most this many tokens are appended
+    # at most this many tokens are appended
+    max_new_tokens: int = 20,
     *,
     # (B, T): 0 marks left padding
     attention_mask: torch.Tensor | None = None,
-    do_sample: bool = False,  # False: greedy (argmax); True: sample
-    temperature: float = 1.0,  # > 0; sampling only
+    # False: greedy (argmax); True: sample
+    do_sample: bool = False,
+    # > 0; sampling only
+    temperature: float = 1.0,
     # keep the k most likely tokens; sampling only
     top_k: int | None = None,
     # keep the smallest set with probability >= top_p
@@ -583,7 +587,8 @@ def _device(model: nn.Module) -> torch.device:
 
 def generate_text(
     model: nn.Module,  # a causal LM, e.g. GPT2LMHeadModel
-    tokenizer,  # its tokenizers.Tokenizer
+    # its tokenizers.Tokenizer
+    tokenizer,
     # one text, or several (decoded in one batch)
     prompts: str | list[str],
     max_new_tokens: int = 50,
@@ -670,8 +675,10 @@ def fill_mask(
     model: nn.Module,
     # its WordPiece tokenizers.Tokenizer, with a [MASK] token
     tokenizer,
-    text: str,  # text with one or more [MASK]
-    top_k: int = 5,  # guesses per [MASK]
+    # text with one or more [MASK]
+    text: str,
+    # guesses per [MASK]
+    top_k: int = 5,
 ) -> list[list[tuple[str, float]]]:
     """For each [MASK] in `text`, the `top_k` most likely tokens and their
     probabilities."""
@@ -717,7 +724,8 @@ def fill_mask(
     logits = getattr(out, "prediction_logits", None)
     # (1, T, V)
     logits = getattr(out, "logits", None) if logits is None else logits
-    probs = logits[0, where].float().softmax(-1)  # (masks, V)
+    # (masks, V)
+    probs = logits[0, where].float().softmax(-1)
     best = probs.topk(min(top_k, probs.shape[-1]))
     return [
         [(tok.id_to_token(i), p) for i, p in zip(row_ids, row_p)]

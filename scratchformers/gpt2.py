@@ -47,7 +47,8 @@ GPT2_ACTIVATIONS = {
     "gelu_new": partial(F.gelu, approximate="tanh"),
     # the same, under its other HF name
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
-    "gelu": F.gelu,  # the exact (erf) GELU
+    # the exact (erf) GELU
+    "gelu": F.gelu,
     "relu": F.relu,
     "silu": F.silu,
 }
@@ -71,7 +72,8 @@ class GPT2Config(ConfigMixin):
     layer_norm_epsilon: float = 1e-5
     initializer_range: float = 0.02  # std of the normal initialisation
     bos_token_id: int | None = 50256
-    eos_token_id: int | None = 50256  # <|endoftext|>
+    # <|endoftext|>
+    eos_token_id: int | None = 50256
     # "eager" (written out, chapter 3) or "sdpa" (fused kernel)
     attn_implementation: str = "sdpa"
 
@@ -203,7 +205,8 @@ class GPT2ModelOutput(ModelOutput):
     """Output of `GPT2Model` (Hugging Face's fields and order; index it by name
     or position too)."""
 
-    last_hidden_state: torch.Tensor  # (B, T, C), after the final LayerNorm
+    # (B, T, C), after the final LayerNorm
+    last_hidden_state: torch.Tensor
     # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
     past_key_values: tuple | None = None
     # n_layer + 1 tensors (B, T, C), if output_hidden_states
@@ -359,8 +362,9 @@ def _decoder_mask(
         # the fastest path: SDPA's own causal mask
         if T_past == 0:
             return None, True
+        # one new token may see every key
         if T == 1:
-            return None, False  # one new token may see every key
+            return None, False
         return causal_mask(T, T_past + T, device=device), False
     # (B, 1, T, T_past + T)
     return padding_mask(attention_mask) & causal_mask(
@@ -401,7 +405,8 @@ class CausalLMOutput(ModelOutput):
 
     # mean next-token cross-entropy, if labels were given
     loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, T, vocab_size)
+    # (B, T, vocab_size)
+    logits: torch.Tensor | None = None
     # one (k, v) per layer, each (B, nh, T_past + T, hs), if use_cache
     past_key_values: tuple | None = None
     # n_layer + 1 tensors (B, T, C), if output_hidden_states
@@ -419,10 +424,12 @@ class _CrossEntropy(torch.autograd.Function):
     def forward(
         ctx, logits: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
-        valid = targets != -100  # (N,)
+        # (N,)
+        valid = targets != -100
         # (N, 1); ignored rows point at 0 and get weight 0
         t = targets.clamp_min(0)[:, None]
-        logp = torch.log_softmax(logits, dim=-1)  # (N, V)
+        # (N, V)
+        logp = torch.log_softmax(logits, dim=-1)
         ctx.save_for_backward(logp, t, valid)
         # 0 / 1 = 0 when every target is ignored, not 0 / 0
         n = valid.sum().clamp_min(1)
@@ -433,7 +440,8 @@ class _CrossEntropy(torch.autograd.Function):
         logp, t, valid = ctx.saved_tensors
         # (N,) weight of each row in the mean
         w = (grad / valid.sum().clamp_min(1)) * valid
-        g = torch.exp(logp).mul_(w[:, None])  # (N, V) w * softmax
+        # (N, V) w * softmax
+        g = torch.exp(logp).mul_(w[:, None])
         # w * (softmax - one-hot)
         return g.scatter_add_(1, t, -w[:, None]), None
 

@@ -49,7 +49,8 @@ class RunPreset:
     data: str | DataScale
     # the config preset: BertConfig.pocket/base, GPT2Config.pocket/small
     model: str
-    train: dict  # TrainConfig fields
+    # TrainConfig fields
+    train: dict
     # config fields changed on top of the preset
     model_overrides: dict = field(default_factory=dict)
 
@@ -218,17 +219,26 @@ def _eos_ids(tokenizer) -> dict:
 class Family:
     "What a run of one kind of model needs: presets, data, model, metrics."
 
-    what: str  # the run, as messages name it: "BERT pretraining"
-    presets: dict  # preset name -> RunPreset
+    # the run, as messages name it: "BERT pretraining"
+    what: str
+    # preset name -> RunPreset
+    presets: dict
     # chapter 2's prepare_bert_data or prepare_gpt2_data
     prepare: Callable
-    config: type  # config class; a preset's `model` names a size
-    model: type  # the model class, built from a config
-    collate: str  # the prepared data's attribute that collates
-    metrics: Callable | None = None  # metrics_fn of `train`, if any
-    model_kwargs: dict | None = None  # extra forward arguments of every call
-    perplexity: bool = False  # add exp(loss) to every evaluation
-    config_ids: Callable = _no_ids  # tokenizer -> token ids for the config
+    # config class; a preset's `model` names a size
+    config: type
+    # the model class, built from a config
+    model: type
+    # the prepared data's attribute that collates
+    collate: str
+    # metrics_fn of `train`, if any
+    metrics: Callable | None = None
+    # extra forward arguments of every call
+    model_kwargs: dict | None = None
+    # add exp(loss) to every evaluation
+    perplexity: bool = False
+    # tokenizer -> token ids for the config
+    config_ids: Callable = _no_ids
 
 
 FAMILIES = {

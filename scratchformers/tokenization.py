@@ -140,7 +140,8 @@ def _train(tok: Tokenizer, texts: Iterable[str], trainer) -> Tokenizer:
 # %% ../book/01_tokenization.ipynb #692e7a74
 # ids 0..4, in this order
 BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-GPT2_EOS = "<|endoftext|>"  # GPT-2's only special token: the end of a document
+# GPT-2's only special token: the end of a document
+GPT2_EOS = "<|endoftext|>"
 
 
 # %% ../book/01_tokenization.ipynb #9d767af7
@@ -188,7 +189,8 @@ def train_wordpiece(
     alphabet = _train(_wordpiece_tokenizer(), texts, no_merges)
     # "##a", "##b", ...
     pieces = sorted(t for t in alphabet.get_vocab() if t.startswith("##"))
-    first = BERT_SPECIAL_TOKENS + pieces  # numbered in this order
+    # numbered in this order
+    first = BERT_SPECIAL_TOKENS + pieces
     trainer = _wordpiece_trainer(
         vocab_size, min_frequency, show_progress, first
     )

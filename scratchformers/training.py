@@ -101,15 +101,20 @@ class TrainConfig:
     lr: float = 5e-4
     # optimizer steps; None: train for `epochs` epochs
     max_steps: int | None = None
-    epochs: int = 1  # used only when max_steps is None
-    batch_size: int = 8  # examples per micro-batch, per process
+    # used only when max_steps is None
+    epochs: int = 1
+    # examples per micro-batch, per process
+    batch_size: int = 8
     # micro-batches whose gradients add up to one optimizer step
     grad_accum_steps: int = 1
     # steps of linear warm-up; 0: use warmup_ratio
     warmup_steps: int = 0
-    warmup_ratio: float = 0.0  # warm-up as a fraction of all steps
-    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
-    weight_decay: float = 0.01  # AdamW decay, on weight matrices only
+    # warm-up as a fraction of all steps
+    warmup_ratio: float = 0.0
+    # the cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    # AdamW decay, on weight matrices only
+    weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     # clip the global gradient norm to this; None: no clipping
@@ -124,10 +129,12 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     # steps between printed log lines; 0: none
     log_every: int = 0
-    seed: int = 0  # data order and dropout
+    # data order and dropout
+    seed: int = 0
     # where checkpoint.pt and the run's records go; None: nowhere
     out_dir: str | None = None
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model
+    compile: bool = False
     # torch.compile backend ("eager" only traces: quick, for tests)
     compile_backend: str = "inductor"
     # "bf16" autocast, "fp32", or "auto": bf16 where it is fast
@@ -136,8 +143,10 @@ class TrainConfig:
     stop_after: int | None = None
     # stop after this many minutes of this call
     stop_after_minutes: float | None = None
-    device: str = "auto"  # "auto": CUDA when available, else CPU
-    progress: bool = True  # show tqdm progress bars
+    # "auto": CUDA when available, else CPU
+    device: str = "auto"
+    # show tqdm progress bars
+    progress: bool = True
 
     def __post_init__(self):
         plain_numbers(self)
@@ -787,7 +796,8 @@ def bert_pretraining_metrics(batch: dict, out) -> dict[str, tuple]:
     logits = out.prediction_logits.float()
     # (N, V); already (N, V) with labelled_only
     logits = logits[labels != -100] if logits.dim() == 3 else logits
-    nsp_logits = out.seq_relationship_logits.float()  # (B, 2)
+    # (B, 2)
+    nsp_logits = out.seq_relationship_logits.float()
     return {
         "mlm_loss": (
             F.cross_entropy(logits, targets, reduction="sum"),
@@ -822,11 +832,14 @@ class TrainState:
     """Where a run is: what a checkpoint needs besides the model, optimizer,
     scheduler and random state."""
 
-    step: int = 0  # optimizer steps taken
-    epoch: int = 0  # current epoch
+    # optimizer steps taken
+    step: int = 0
+    # current epoch
+    epoch: int = 0
     # micro-batches of this epoch already consumed (per process)
     batches_done: int = 0
-    seconds: float = 0.0  # wall time so far, evaluations included
+    # wall time so far, evaluations included
+    seconds: float = 0.0
     history: dict = field(default_factory=lambda: {"train": [], "eval": []})
     # [[0, total_steps], [from_step, new_total], ...]
     plan: list = field(default_factory=list)
@@ -1109,12 +1122,14 @@ def _diverged(
 class TrainResult:
     "What `train` returns."
 
-    model: nn.Module  # the trained model (unwrapped)
+    # the trained model (unwrapped)
+    model: nn.Module
     # {"train": [one record per step], "eval": [one record per evaluation]}
     history: dict
     state: TrainState
     total_steps: int
-    checkpoint: Path | None  # the last checkpoint written, if any
+    # the last checkpoint written, if any
+    checkpoint: Path | None
     # why the run stopped before total_steps ("stop_after", ...), None if it
     # finished
     stopped: str | None = None
@@ -1295,9 +1310,12 @@ class RunEstimate:
     "Memory (per process) and time of a run, estimated before it starts."
 
     parameters: int
-    parameter_bytes: int  # fp32 master weights
-    gradient_bytes: int  # fp32 gradients
-    optimizer_bytes: int  # AdamW's two fp32 running averages
+    # fp32 master weights
+    parameter_bytes: int
+    # fp32 gradients
+    gradient_bytes: int
+    # AdamW's two fp32 running averages
+    optimizer_bytes: int
     # kept for the backward pass of one micro-batch (rough)
     activation_bytes: int
     # tokens the whole run reads (all processes)

@@ -545,7 +545,8 @@ def test_left_padded_greedy_with_eos_and_pad_matches_transformers(
     hf, ours = pair
     ids, mask = _padded_batch(hf.config.vocab_size, seed=3)
     free = generate(ours, ids, 25, attention_mask=mask, eos_token_id=None)
-    eos = int(free[1, 8 + 4])  # a token that row 1 emits at its 5th step
+    # a token that row 1 emits at its 5th step
+    eos = int(free[1, 8 + 4])
     # a pad different from eos shows where rows were padded
     pad = (eos + 1) % hf.config.vocab_size
     theirs = hf.generate(
