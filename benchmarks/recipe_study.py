@@ -109,6 +109,9 @@ RECIPES = {
         "2-layers-eager-mask-40%-lr-2e-3": dict(train=dict(lr=2e-3, warmup_ratio=0.1), mlm=0.4,
                                                 model=dict(num_hidden_layers=2, attn_implementation="eager"),
                                                 why="as above at twice the learning rate, 10 % warm-up"),
+        "1-layer-eager-mask-40%": dict(train=dict(lr=1e-3), mlm=0.4,
+                                       model=dict(num_hidden_layers=1, attn_implementation="eager"),
+                                       why="one layer, attention written out, 40 % masked in training"),
     },
 }
 EVALS = 6             # evaluations per recipe, evenly spaced
