@@ -212,9 +212,16 @@ RECIPES = {
             model=dict(num_hidden_layers=2, attn_implementation="eager"),
             why="as above at twice the learning rate, 10 % warm-up",
         ),
+        "1-layer-eager-mask-40%": dict(
+            train=dict(lr=1e-3),
+            mlm=0.4,
+            model=dict(num_hidden_layers=1, attn_implementation="eager"),
+            why="one layer, attention written out, 40 % masked in training",
+        ),
     },
 }
-EVALS = 6  # evaluations per recipe, evenly spaced
+# evaluations per recipe, evenly spaced
+EVALS = 6
 # held-out batches per evaluation (the same ones every time)
 EVAL_BATCHES = 12
 
