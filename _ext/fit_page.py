@@ -8,15 +8,17 @@ characters, as a solution's box shows 79.
 long string literal or a long docstring line. This tool first rewrites those
 (a long trailing comment moves to its own line above; long comment lines and
 docstring prose are re-wrapped; long strings become implicitly concatenated
-pieces split at spaces; a `from scratchformers.x import ...` that does not fit
-becomes several one-line imports, because nbdev rewrites only a one-line
-import to a relative one), then runs `ruff check --fix` and `ruff format`, and
-repeats until nothing changes. It proves that it changed no behaviour: the
-syntax tree of every notebook cell and file is the same before and after
-(implicit concatenation parses to one string; one import of several names is
-compared as several imports; docstrings are compared with their whitespace
-normalised, and every re-wrapped docstring is listed). Lines it cannot fit are
-printed as `file:cell:line` for a person to shorten.
+pieces split at spaces (a regex at `|` or `)`), never inside an f-string's
+`{}`; a long line inside a multi-line string gets a backslash-newline, which
+the string's value does not contain; a `from scratchformers.x import ...` that
+does not fit becomes several one-line imports, because nbdev rewrites only a
+one-line import to a relative one), then runs `ruff check --fix --select E401`
+and `ruff format`, and repeats until nothing changes. It proves that it changed
+no behaviour: the syntax tree of every notebook cell and file is the same before
+and after (implicit concatenation parses to one string; one import of several
+names is compared as several imports; docstrings are compared with their
+whitespace normalised, and every re-wrapped docstring is listed). Lines it
+cannot fit are printed as `file:cell:line` for a person to shorten.
 
     python _ext/fit_page.py            # rewrite book/*.ipynb, benchmarks, _ext
     python _ext/fit_page.py --check    # change nothing; exit 1 if it would
