@@ -435,6 +435,101 @@ def _unwrap_string(lines, sig) -> bool:
     return False
 
 
+def _paren_concat(lines, sig) -> bool:
+    """`key="a "` / `"b"` over several lines (a keyword argument or a dict
+    value): parenthesised, so that ruff indents the pieces under the key."""
+    stack = []
+    for k, t in enumerate(sig):
+        if t.type == tk.OP and t.string in "([{":
+            stack.append(t.string)
+        elif t.type == tk.OP and t.string in ")]}":
+            stack = stack[:-1]
+        if t.type != tk.STRING or k == 0 or not stack:
+            continue
+        prev = sig[k - 1]
+        if not (
+            (prev.string == "=" and stack[-1] == "(")
+            or (prev.string == ":" and stack[-1] == "{")
+        ):
+            continue
+        end = k
+        while end + 1 < len(sig) and sig[end + 1].type == tk.STRING:
+            end += 1
+        after = sig[end + 1] if end + 1 < len(sig) else None
+        if end == k or t.start[0] == sig[end].end[0]:
+            continue  # one string, or all on one line
+        if after is None or after.string not in (",", ")", "}"):
+            continue
+        last = sig[end]
+        a, b = t.start[0] - 1, last.end[0] - 1
+        lines[b] = lines[b][: last.end[1]] + ")" + lines[b][last.end[1] :]
+        lines[a] = lines[a][: t.start[1]] + "(" + lines[a][t.start[1] :]
+        return True
+    return False
+
+
+def _reflow_strings(lines, sig) -> bool:
+    """Pieces of one implicitly concatenated string, one a line, re-cut to
+    fill the lines when that needs fewer lines (ragged pieces come from
+    splits made at other widths)."""
+    k = 0
+    while k < len(sig):
+        end = k
+        while (
+            end + 1 < len(sig)
+            and sig[end + 1].type == tk.STRING
+            and sig[end].type == tk.STRING
+            and sig[end + 1].start[0] == sig[end].end[0] + 1
+        ):
+            end += 1
+        run, k = sig[k : end + 1], end + 1
+        if len(run) < 2 or run[0].type != tk.STRING:
+            continue
+        ms = [STRING.match(t.string) for t in run]
+        col = run[0].start[1]
+        if any(
+            not m or len(m.group(2)) != 1 or t.start[0] != t.end[0]
+            for m, t in zip(ms, run)
+        ):
+            continue
+        if any(
+            t.start[1] != col or lines[t.start[0] - 1][:col].strip()
+            for t in run
+        ):
+            continue
+        if any(lines[t.end[0] - 1][t.end[1] :].strip() for t in run[:-1]):
+            continue
+        suffix = lines[run[-1].end[0] - 1][run[-1].end[1] :]
+        if suffix.strip(",)]} ") or "#" in suffix:
+            continue
+        kinds = {re.sub("[fF]", "", m.group(1)).lower() for m in ms}
+        quotes = {m.group(2) for m in ms}
+        is_f = ["f" in m.group(1).lower() for m in ms]
+        if len(kinds) > 1 or len(quotes) > 1 or "u" in kinds.pop():
+            continue
+        if any(is_f) and any(
+            not f and re.search("[{}]", m.group(3)) for f, m in zip(is_f, ms)
+        ):
+            continue
+        prefix = next(
+            (m.group(1) for f, m in zip(is_f, ms) if f), ms[0].group(1)
+        )
+        quote = ms[0].group(2)
+        lit = prefix + quote + "".join(m.group(3) for m in ms) + quote
+        room = WIDTH - col
+        pieces = _split_string(lit, room, room) or [lit]
+        if len(pieces[-1]) + len(suffix.rstrip()) > room:
+            continue
+        if len(pieces) >= len(run):
+            continue
+        pad = " " * col
+        new = [pad + piece for piece in pieces]
+        new[-1] += suffix
+        lines[run[0].start[0] - 1 : run[-1].end[0]] = new
+        return True
+    return False
+
+
 def _merge_strings(lines, sig) -> bool:
     """Join two pieces of an implicitly concatenated string, each alone on its
     line, when the joined piece fits (splitting in rounds leaves fragments)."""
@@ -547,6 +642,8 @@ def _rewrite_once(src: str, notebook: bool) -> str | None:
     if notebook and _import_lines(lines, tree_, toks):
         return "\n".join(lines)
     if _merge_strings(lines, sig) or _unwrap_string(lines, sig):
+        return "\n".join(lines)
+    if _paren_concat(lines, sig) or _reflow_strings(lines, sig):
         return "\n".join(lines)
     for i, line in enumerate(lines):
         if len(line) <= WIDTH or DIRECTIVE.match(line) or PRAGMA.search(line):

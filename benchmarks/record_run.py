@@ -140,10 +140,9 @@ def main():
     history = json.loads((out / "history.json").read_text())
     final = history["eval"][-1] if history["eval"] else {}
     (out / "RUN.md").write_text(
-        f"# Recorded run `{args.name}`\n\n"
-        "Recorded with `python benchmarks/record_run.py "
-        f"{shlex.join(sys.argv[1:])}`, which ran:\n\n"
-        f"```bash\nOMP_NUM_THREADS={args.threads} "
+        f"# Recorded run `{args.name}`\n\nRecorded with `python "
+        f"benchmarks/record_run.py {shlex.join(sys.argv[1:])}`, which "
+        f"ran:\n\n```bash\nOMP_NUM_THREADS={args.threads} "
         f"{shlex.join(run['command'])}\n```\n\n"
         + (
             (

@@ -302,13 +302,12 @@ def main(argv=None):
 
     fused = _fused_supported([torch.zeros(1)])
     print(
-        f"torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, {torch.get_num_threads()} threads, "
-        f"{args.timer} time, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}"
+        f", {torch.get_num_threads()} threads, {args.timer} time, "
         f"{'torch.compile' if args.compile else 'eager mode (not compiled)'}"
-        f"; ours: attn {args.attn_implementation}, "
-        "transformers: attn sdpa; both: make_optimizer (AdamW, "
-        f"{'fused' if fused else 'not fused'} on CPU)"
+        f"; ours: attn {args.attn_implementation}, transformers: attn sdpa; "
+        f"both: make_optimizer (AdamW, {'fused' if fused else 'not fused'} "
+        "on CPU)"
     )
     print(precision_report("cpu"))
     precisions = (

@@ -112,9 +112,8 @@ class BertConfig(ConfigMixin):
         check(
             self.hidden_size % self.num_attention_heads == 0,
             f"hidden_size={self.hidden_size} is not divisible by "
-            "num_attention_heads="
-            f"{self.num_attention_heads}: choose sizes where each head gets "
-            "hidden_size / heads channels",
+            f"num_attention_heads={self.num_attention_heads}: choose sizes "
+            "where each head gets hidden_size / heads channels",
         )
         check(
             self.hidden_act == "gelu",

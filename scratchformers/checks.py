@@ -150,9 +150,8 @@ def check_ids(
         bad = ids[(ids < 0) | (ids >= size)].unique()[:5].tolist()
         lo, hi = int(ids.min()), int(ids.max())
         raise ValueError(
-            f"{name} holds values in [{lo}, {hi}], outside {what} "
-            f"[0, {size}): {bad}; check that the tokenizer "
-            "and data match the model's config"
+            f"{name} holds values in [{lo}, {hi}], outside {what} [0, {size}): "
+            f"{bad}; check that the tokenizer and data match the model's config"
         )
 
 

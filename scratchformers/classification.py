@@ -251,9 +251,8 @@ def classification_loss(
     if B and (labels.min() < 0 or labels.max() >= n):
         bad = labels[(labels < 0) | (labels >= n)].unique()[:5].tolist()
         raise ValueError(
-            f"labels must be class ids in [0, {n}) "
-            f"(num_labels={n}), got {bad}; "
-            f"map the dataset's labels to 0..{n - 1} or set num_labels"
+            f"labels must be class ids in [0, {n}) (num_labels={n}), got {bad}"
+            f"; map the dataset's labels to 0..{n - 1} or set num_labels"
         )
     return F.cross_entropy(logits.float(), labels.long())
 
@@ -293,9 +292,8 @@ class ClassifierLoading:
                 )
             sd.update({k: own[k] for k in head})
             print(
-                f"{cls.__name__}: new weights {', '.join(head)} "
-                "initialised at random (not in "
-                f"{directory}); fine-tune them before use"
+                f"{cls.__name__}: new weights {', '.join(head)} initialised at "
+                f"random (not in {directory}); fine-tune them before use"
                 + (f"; not used: {', '.join(left_out)}" if left_out else "")
             )
         check_state_dict(model, sd, source=f"the checkpoint in {directory}")
@@ -379,10 +377,9 @@ def last_token_index(
     if pad_token_id is None:
         if padded or (B > 1 and attention_mask is None):
             raise ValueError(
-                "this GPT-2 batch may be padded "
-                "(attention_mask has zeros, or several "
-                "rows and no mask) but config.pad_token_id is "
-                "None, so the last real token of each row cannot be found; set "
+                "this GPT-2 batch may be padded (attention_mask has zeros, or "
+                "several rows and no mask) but config.pad_token_id is None, so "
+                "the last real token of each row cannot be found; set "
                 "pad_token_id (e.g. to eos_token_id)"
             )
         return torch.full((B,), T - 1, device=input_ids.device)
@@ -484,9 +481,8 @@ def model_kind(directory) -> tuple[str, bool]:
     kind = config.get("model_type")
     if kind not in CLASSIFIERS:
         raise ValueError(
-            f"{directory} holds a {kind!r} model (config.json "
-            "model_type); only BERT "
-            "('bert') and GPT-2 ('gpt2') directories can be "
+            f"{directory} holds a {kind!r} model (config.json model_type); "
+            "only BERT ('bert') and GPT-2 ('gpt2') directories can be "
             "fine-tuned or classify"
         )
     archs = config.get("architectures") or []
@@ -875,9 +871,8 @@ def finetune(
     start = "a randomly initialised" if from_scratch else "the pretrained"
     print(
         f"fine-tuned {start} {kind} on {len(data['train']):,} reviews "
-        f"({max_length} tokens) in "
-        f"{run.state.seconds:.0f} s: held-out accuracy "
-        f"{result.accuracy:.3f} on {len(data['validation']):,} reviews"
+        f"({max_length} tokens) in {run.state.seconds:.0f} s: held-out "
+        f"accuracy {result.accuracy:.3f} on {len(data['validation']):,} reviews"
     )
     return result
 
@@ -916,9 +911,8 @@ def load_classifier(model_dir) -> tuple[nn.Module, Tokenizer, int]:
     if not is_classifier:
         raise ValueError(
             f"{model_dir} holds a {_architecture(model_dir)}, not a fine-tuned "
-            "classifier: fine-tune it first (scratchformers "
-            "finetune --model-dir "
-            f"{model_dir} --output-dir OUT) and classify with OUT"
+            "classifier: fine-tune it first (scratchformers finetune "
+            f"--model-dir {model_dir} --output-dir OUT) and classify with OUT"
         )
     model = CLASSIFIERS[kind].from_pretrained(model_dir, new_head=False)
     tokenizer = load_tokenizer(model_dir)

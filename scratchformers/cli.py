@@ -291,10 +291,9 @@ def precision(text: str) -> str:
         return text
     if text.lower() in ("fp16", "float16", "half"):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not supported: float16 training needs loss "
-            "scaling, which this library "
-            "does not do; use bf16 (as fast where the hardware has it, no "
-            "loss scaling) or fp32"
+            f"{text!r} is not supported: float16 training needs loss scaling, "
+            "which this library does not do; use bf16 (as fast where the "
+            "hardware has it, no loss scaling) or fp32"
         )
     raise argparse.ArgumentTypeError(
         f"{text!r} is not a precision: use one of {', '.join(PRECISIONS)}"
@@ -360,24 +359,29 @@ def _add_training_args(p: argparse.ArgumentParser, kind: str, default_dir: str):
         "--data",
         type=Path,
         metavar="PATH",
-        help="train on your own text instead of IMDb: a .txt file "
-        "(documents separated by blank "
-        "lines) or a .jsonl file (one {\"text\": ...} per line)",
+        help=(
+            "train on your own text instead of IMDb: a .txt file "
+            "(documents separated by blank "
+            "lines) or a .jsonl file (one {\"text\": ...} per line)"
+        ),
     )
     a(
         "--tokenizer",
         type=Path,
         metavar="DIR",
-        help="with --data: use this tokenizer.json (or directory "
-        "holding one) instead of training one on the data",
+        help=(
+            "with --data: use this tokenizer.json (or directory "
+            "holding one) instead of training one on the data"
+        ),
     )
     a(
         "--config",
         type=Path,
         metavar="FILE",
-        help="a .toml or .json file setting any of these "
-        "options (e.g. lr = 3e-4, "
-        "batch-size = 16); options on the command line win",
+        help=(
+            "a .toml or .json file setting any of these options (e.g. lr = "
+            "3e-4, batch-size = 16); options on the command line win"
+        ),
     )
     a(
         "--steps",
@@ -623,9 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     "The `scratchformers` argument parser with its five sub-commands."
     parser = Parser(
         prog="scratchformers",
-        description="BERT and GPT-2 from "
-        "scratch: train them (on IMDb or your own text), sample from GPT-2, "
-        "fine-tune and classify.",
+        description=(
+            "BERT and GPT-2 from scratch: train them (on IMDb or your own "
+            "text), sample from GPT-2, fine-tune and classify."
+        ),
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
@@ -637,8 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
     bert = sub.add_parser(
         "pretrain-bert",
         help="pretrain BERT (masked LM + next sentence prediction)",
-        description="Pretrain BERT with masked language modelling and "
-        "next-sentence prediction, on IMDb or on --data.",
+        description=(
+            "Pretrain BERT with masked language modelling and "
+            "next-sentence prediction, on IMDb or on --data."
+        ),
         epilog=lambda: preset_table("bert"),
         formatter_class=raw,
     )
@@ -657,8 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(
             "generate",
             help="continue a prompt with a trained GPT-2",
-            description="Continue a prompt with a GPT-2 saved by train-gpt2 "
-            "(or any GPT-2 model directory with a tokenizer.json).",
+            description=(
+                "Continue a prompt with a GPT-2 saved by train-gpt2 "
+                "(or any GPT-2 model directory with a tokenizer.json)."
+            ),
         )
     )
     _add_finetune_args(
@@ -668,10 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "fine-tune a pretrained BERT or GPT-2 as an IMDb "
                 "sentiment classifier"
             ),
-            description="Fine-tune a BERT or GPT-2 directory (the kind is read "
-            "from its config.json) "
-            "to classify IMDb reviews as positive or negative; "
-            "prints validation accuracy.",
+            description=(
+                "Fine-tune a BERT or GPT-2 directory (the kind is read from "
+                "its config.json) to classify IMDb reviews as positive or "
+                "negative; prints validation accuracy."
+            ),
         )
     )
     _add_classify_args(
@@ -847,9 +857,8 @@ def check_checkpoint(path: Path) -> Path:
     except Exception as e:
         raise ValueError(
             f"cannot read the checkpoint {path} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}): it "
-            "is corrupt or not a training checkpoint; delete it to "
-            "start a fresh run"
+            f"{str(e).splitlines()[0] if str(e) else ''}): it is corrupt or "
+            "not a training checkpoint; delete it to start a fresh run"
         ) from None
     missing = [
         k
@@ -1038,18 +1047,16 @@ def load_gpt2(model_dir: Path):
         )
     if config.get("model_type") != "gpt2":
         raise ValueError(
-            f"{model_dir} holds a {config.get('model_type')!r} "
-            "model; generate needs a GPT-2 model (train one with "
-            "`scratchformers train-gpt2`)"
+            f"{model_dir} holds a {config.get('model_type')!r} model; generate "
+            "needs a GPT-2 model (train one with `scratchformers train-gpt2`)"
         )
     tokenizer = read_tokenizer(model_dir, "the tokenizer")
     if tokenizer.get_vocab_size() != config.get("vocab_size"):
         raise ValueError(
-            f"{model_dir}: the tokenizer has "
-            f"{tokenizer.get_vocab_size()} tokens "
-            f"but the model's vocab_size is {config.get('vocab_size')}: the "
-            "tokenizer.json belongs to another model; put the "
-            "one saved with this model there"
+            f"{model_dir}: the tokenizer has {tokenizer.get_vocab_size()} "
+            f"tokens but the model's vocab_size is {config.get('vocab_size')}: "
+            "the tokenizer.json belongs to another model; put the one saved "
+            "with this model there"
         )
     return GPT2LMHeadModel.from_pretrained(model_dir), tokenizer
 
@@ -1072,9 +1079,8 @@ def new_tokens(asked: int | None, prompt_length: int, n_positions: int) -> int:
         return min(DEFAULT_NEW_TOKENS, room)
     if asked > room:
         raise ValueError(
-            f"--max-new-tokens {asked}: at most {room} "
-            f"tokens fit after a {prompt_length}-token prompt "
-            f"(n_positions={n_positions})"
+            f"--max-new-tokens {asked}: at most {room} tokens fit after a "
+            f"{prompt_length}-token prompt (n_positions={n_positions})"
         )
     return asked
 
@@ -1255,10 +1261,9 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             traceback.print_exc()
             print(
-                f"{name}: this is a bug in scratchformers {__version__}, "
-                "not a mistake in the "
-                "command: please report it with the traceback above "
-                "and the command line",
+                f"{name}: this is a bug in scratchformers {__version__}, not a "
+                "mistake in the command: please report it with the traceback "
+                "above and the command line",
                 file=sys.stderr,
             )
         else:

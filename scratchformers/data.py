@@ -76,10 +76,9 @@ def check_max_length(max_length: int) -> int:
     """Refuse a BERT input length that cannot hold `[CLS] A [SEP] B [SEP]`."""
     check(
         is_int(max_length) and max_length >= MIN_PAIR_LENGTH,
-        f"max_length={max_length!r} is too small: [CLS] A [SEP] B [SEP] "
-        "needs 3 special tokens "
-        "and at least one token in each segment, so max_length must be an "
-        f"int >= {MIN_PAIR_LENGTH}",
+        f"max_length={max_length!r} is too small: [CLS] A [SEP] B [SEP] needs "
+        "3 special tokens and at least one token in each segment, so "
+        f"max_length must be an int >= {MIN_PAIR_LENGTH}",
     )
     return int(max_length)
 
@@ -105,10 +104,9 @@ class DataScale:
         check(
             self.n_reviews is None
             or (is_int(self.n_reviews) and self.n_reviews >= 4),
-            f"n_reviews={self.n_reviews!r}: need an int >= 4 (two reviews "
-            "on each side of the "
-            "split, so a random B segment can come from another "
-            "review), or None for all",
+            f"n_reviews={self.n_reviews!r}: need an int >= 4 (two reviews on "
+            "each side of the split, so a random B segment can come from "
+            "another review), or None for all",
         )
         check(
             is_number(self.valid_fraction) and 0 < self.valid_fraction < 1,
@@ -534,9 +532,8 @@ def build_nsp_examples(
     check_max_length(max_length)
     if len(tokenized) < 2:
         raise ValueError(
-            "need at least 2 reviews to build NSP "
-            "pairs (a random B must come from another review), "
-            f"got {len(tokenized)}: the dataset is "
+            "need at least 2 reviews to build NSP pairs (a random B must come "
+            f"from another review), got {len(tokenized)}: the dataset is "
             f"{'empty' if len(tokenized) == 0 else 'too small'}"
         )
     if not 0 <= short_seq_prob <= 1:
@@ -983,9 +980,8 @@ def _cached_splits(
     got = _load_verified(path, vocab_size)
     if isinstance(got, str):
         raise ValueError(
-            f"the data just written to {path} fails its check "
-            f"({got}): delete the "
-            f"directory {path}; if it happens again, report it"
+            f"the data just written to {path} fails its check ({got}): delete "
+            f"the directory {path}; if it happens again, report it"
         )
     return *got, how
 
@@ -1409,9 +1405,8 @@ def prepare_gpt2_data(
     tok = src.tokenizer
     if tok.token_to_id(GPT2_EOS) is None:
         raise ValueError(
-            f"the tokenizer has no {GPT2_EOS} token, which GPT-2 "
-            "puts after every document: train it with chapter 1's "
-            "train_bytelevel_bpe"
+            f"the tokenizer has no {GPT2_EOS} token, which GPT-2 puts after "
+            "every document: train it with chapter 1's train_bytelevel_bpe"
         )
     key = _digest(
         "gpt2",
@@ -1457,9 +1452,8 @@ def prepare_gpt2_data(
     what = "your texts" if texts is not None else scale.name
     print(
         f"GPT-2 data of {what} {how} in {time.time() - t0:.1f} s: "
-        f"{len(splits['train']):,} "
-        f"training and {len(splits['validation']):,} validation windows of "
-        f"{scale.block_size} tokens ({path})"
+        f"{len(splits['train']):,} training and {len(splits['validation']):,} "
+        f"validation windows of {scale.block_size} tokens ({path})"
     )
     return GPT2PretrainingData(
         tok,

@@ -117,10 +117,9 @@ def check_prompt(
     if n_positions is not None and T + max_new_tokens > n_positions:
         raise ValueError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) = "
-            f"{T + max_new_tokens} tokens, more than the "
-            "model's context n_positions="
-            f"{n_positions}; ask for at most {n_positions - T} "
-            "new tokens, or shorten the prompt"
+            f"{T + max_new_tokens} tokens, more than the model's context "
+            f"n_positions={n_positions}; ask for at most {n_positions - T} new "
+            "tokens, or shorten the prompt"
         )
     check_ids(
         "input_ids", input_ids, math.inf if vocab_size is None else vocab_size
@@ -210,10 +209,9 @@ def _last_logits(model: nn.Module, out) -> torch.Tensor:
     logits = getattr(out, "logits", None)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         raise TypeError(
-            f"{type(model).__name__} returned {type(out).__name__} "
-            "without next-token .logits (B, T, V); generate needs a causal "
-            "language model such as "
-            "GPT2LMHeadModel (for a masked language model such "
+            f"{type(model).__name__} returned {type(out).__name__} without "
+            "next-token .logits (B, T, V); generate needs a causal language "
+            "model such as GPT2LMHeadModel (for a masked language model such "
             "as BERT, use fill_mask)"
         )
     return logits[:, -1, :]
@@ -420,10 +418,9 @@ def _special_ids(
         ):
             where = f"model.config.{name}" if given is FROM_CONFIG else name
             raise ValueError(
-                f"{where}={value!r} is not a token id of this "
-                "model's vocabulary "
-                f"[0, {vocab_size}); pass {name}= the id from "
-                f"its tokenizer, or {name}=None"
+                f"{where}={value!r} is not a token id of this model's "
+                f"vocabulary [0, {vocab_size}); pass {name}= the id from its "
+                f"tokenizer, or {name}=None"
                 + (" (no end-of-text stop)" if "eos" in name else "")
             )
         ids[name] = value
@@ -450,9 +447,8 @@ def _check_options(
         )
     if num_return_sequences > 1 and not do_sample:
         raise ValueError(
-            f"num_return_sequences={num_return_sequences} with "
-            "greedy decoding gives identical rows; pass do_sample=True to "
-            "draw different ones"
+            f"num_return_sequences={num_return_sequences} with greedy decoding "
+            "gives identical rows; pass do_sample=True to draw different ones"
         )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(

@@ -100,9 +100,8 @@ class GPT2Config(ConfigMixin):
         check(
             self.n_embd % self.n_head == 0,
             f"GPT2Config: n_embd={self.n_embd} is not divisible by "
-            f"n_head={self.n_head}; "
-            "each head gets n_embd / n_head channels, so "
-            "pick sizes that divide",
+            f"n_head={self.n_head}; each head gets n_embd / n_head channels, "
+            "so pick sizes that divide",
         )
         if self.n_inner is not None:
             require_int(self, "n_inner")
@@ -287,9 +286,8 @@ class GPT2Model(PreTrainedModel):
         T_past = _past_length(past_key_values, self.config)
         if T_past + T > self.config.n_positions:
             raise ValueError(
-                f"sequence too long: {T_past} cached + {T} new "
-                "tokens > n_positions="
-                f"{self.config.n_positions}, the size of the "
+                f"sequence too long: {T_past} cached + {T} new tokens > "
+                f"n_positions={self.config.n_positions}, the size of the "
                 "position table; truncate the input (or keep only the last "
                 f"{self.config.n_positions} tokens)"
             )
@@ -382,18 +380,16 @@ def _check_position_ids(
     batch_ok = dim == 1 or position_ids.size(0) in (1, B)
     if dim not in (1, 2) or position_ids.shape[-1] != T or not batch_ok:
         raise ValueError(
-            f"position_ids must have shape ({B}, {T}"
-            f") or ({T},), one position per token "
-            f"of input_ids; got {tuple(position_ids.shape)}"
+            f"position_ids must have shape ({B}, {T}) or ({T},), one position "
+            f"per token of input_ids; got {tuple(position_ids.shape)}"
         )
     # value checks would break the compiled graph
     if torch.compiler.is_compiling():
         return
     if position_ids.min() < 0 or position_ids.max() >= n_positions:
         raise ValueError(
-            f"position_ids must lie in [0, {n_positions}) "
-            f"(n_positions), got values in [{int(position_ids.min())}, "
-            f"{int(position_ids.max())}]"
+            f"position_ids must lie in [0, {n_positions}) (n_positions), got "
+            f"values in [{int(position_ids.min())}, {int(position_ids.max())}]"
         )
 
 

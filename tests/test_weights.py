@@ -430,9 +430,10 @@ def test_hub_name_unreachable_fails_fast(tmp_path, monkeypatch):
     t0 = time.perf_counter()
     with pytest.raises(
         FileNotFoundError,
-        match="'gpt2' is not a "
-        "local directory and the Hugging Face Hub cannot be reached from "
-        "here: pass a local directory",
+        match=(
+            "'gpt2' is not a local directory and the Hugging Face Hub cannot "
+            "be reached from here: pass a local directory"
+        ),
     ):
         Toy.from_pretrained("gpt2")
     assert time.perf_counter() - t0 < 5
