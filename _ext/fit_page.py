@@ -825,7 +825,7 @@ def _units(paths: list[Path]) -> tuple[list[Unit], dict[str, dict]]:
                     units.append(Unit(f"{rel}:cell {n}", s, True, s))
                 elif c["cell_type"] == "markdown":
                     for k, m in enumerate(_fences(s)):
-                        code = m.group("code")
+                        code = m.group("code").rstrip("\n")  # as a cell's
                         if _parses(code):
                             w = f"{rel}:cell {n}:fence {k}"
                             units.append(Unit(w, code, True, code, FENCE_WIDTH))

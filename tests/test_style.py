@@ -53,6 +53,17 @@ def test_every_line_of_code_fits():
     assert not left, f"{len(left)} lines over 80 (`make fmt`): {left[:5]}"
 
 
+def test_fit_page_has_nothing_left_to_do():
+    "`make fmt` was run: fit_page.py would change no cell, block or file."
+    r = subprocess.run(
+        [sys.executable, ROOT / "_ext" / "fit_page.py", "--check", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, f"run `make fmt`:\n{r.stdout[-3000:]}{r.stderr}"
+
+
 def _fit(code: str, notebook: bool = True) -> str:
     unit = fit_page.Unit(
         "toy.ipynb:cell 0" if notebook else "toy.py", code, notebook, code
