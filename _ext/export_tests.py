@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # one reading of `#|` lines for the page and the tests
 from nbdev_myst import parse_directives  # noqa: E402
+
+from scratchformers.checks import atomic_write_text  # noqa: E402
 
 __all__ = ["HEADER", "collect", "render", "export", "main"]
 
@@ -122,21 +122,6 @@ def ruff_format(text: str, path: Path, root: Path) -> str:
     return r.stdout
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export(root: Path, check: bool = False) -> list[str]:
     """Write (or with `check`, only compare) `root/tests/*.py`; return one line
     per differing file.
@@ -168,7 +153,7 @@ def export(root: Path, check: bool = False) -> list[str]:
             )
         else:
             tests.mkdir(exist_ok=True)
-            _write_atomic(path, text)
+            atomic_write_text(text, path)
             changed.append(f"wrote tests/{name}")
     return changed
 

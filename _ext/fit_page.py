@@ -49,6 +49,8 @@ import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scratchformers.checks import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 80
 # a ```python block of a solution: 79 characters fit in its box at 1400 px
@@ -867,20 +869,14 @@ def _write(paths: list[Path], units: list[Unit]) -> list[str]:
                 text = json.dumps(
                     nb, sort_keys=True, indent=1, ensure_ascii=False
                 )
-                _atomic(p, text + "\n")
+                atomic_write_text(text + "\n", p)
                 changed.append(rel)
         else:
             u = by_where[rel]
             if u.new != u.source:
-                _atomic(p, u.new)
+                atomic_write_text(u.new, p)
                 changed.append(rel)
     return changed
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.fit-page.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def fit(units: list[Unit], templates: dict[str, dict], rounds: int = 6) -> None:

@@ -39,19 +39,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from scratchformers import training  # noqa: E402
-from scratchformers.bert import BertConfig, BertForPreTraining  # noqa: E402
 from scratchformers.checks import atomic_write_text  # noqa: E402
-from scratchformers.data import (
-    MLMCollator,
-    get_scale,
-    prepare_bert_data,
-    prepare_gpt2_data,
-)  # noqa: E402
-from scratchformers.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from scratchformers.data import MLMCollator, get_scale  # noqa: E402
 from scratchformers.tokenization import GPT2_EOS  # noqa: E402
-from scratchformers.recipes import BERT_PRESETS, GPT2_PRESETS, recipe_config  # noqa: E402
+from scratchformers.recipes import FAMILIES, recipe_config  # noqa: E402
 from scratchformers.training import (  # noqa: E402
-    bert_pretraining_metrics,
     count_parameters,
     cpu_model,
     train,
@@ -239,25 +231,22 @@ def cpu_clock():
 def make_model(family: str, data, model_overrides: dict):
     """A fresh pocket model of `family` (seed 0) with the preset's and the
     recipe's config changes."""
-    presets = GPT2_PRESETS if family == "gpt2" else BERT_PRESETS
-    kw = {**presets["pocket"].model_overrides, **model_overrides}
+    fam = FAMILIES[family]
+    kw = {**fam.presets["pocket"].model_overrides, **model_overrides}
     torch.manual_seed(0)
-    vocab = data.tokenizer.get_vocab_size()
-    if family == "gpt2":
-        eos = data.tokenizer.token_to_id(GPT2_EOS)
-        return GPT2LMHeadModel(
-            GPT2Config.pocket(
-                vocab_size=vocab, bos_token_id=eos, eos_token_id=eos, **kw
-            )
-        )
-    return BertForPreTraining(BertConfig.pocket(vocab_size=vocab, **kw))
+    config = fam.config.pocket(
+        vocab_size=data.tokenizer.get_vocab_size(),
+        **fam.config_ids(data.tokenizer),
+        **kw,
+    )
+    return fam.model(config)
 
 
 def run(family: str, data, valid, recipe: dict, steps: int, eval_every: int):
     "Train one recipe for `steps` steps; the TrainResult."
-    presets = GPT2_PRESETS if family == "gpt2" else BERT_PRESETS
+    fam = FAMILIES[family]
     cfg = recipe_config(
-        presets["pocket"],
+        fam.presets["pocket"],
         None,
         dict(
             max_steps=steps,
@@ -269,18 +258,10 @@ def run(family: str, data, valid, recipe: dict, steps: int, eval_every: int):
         ),
     )
     model = make_model(family, data, recipe.get("model", {}))
-    if family == "gpt2":
-        return train(
-            model,
-            data.train,
-            cfg,
-            collate_fn=data.collate,
-            eval_data=valid,
-            perplexity=True,
-        ), cfg
-    collate = data.collator
-    # a training masking rate of the recipe's; evaluation keeps chapter 2's 15 %
-    if "mlm" in recipe:
+    collate = getattr(data, fam.collate)
+    # evaluation keeps the data's own collator (BERT: chapter 2's 15 %), a copy
+    eval_collate = copy.deepcopy(collate) if valid is not None else None
+    if "mlm" in recipe:  # a training masking rate of the recipe's
         collate = MLMCollator(
             data.tokenizer, recipe["mlm"], collate.whole_word, collate.seed
         )
@@ -290,11 +271,10 @@ def run(family: str, data, valid, recipe: dict, steps: int, eval_every: int):
         cfg,
         collate_fn=collate,
         eval_data=valid,
-        eval_collate_fn=copy.deepcopy(data.collator)
-        if valid is not None
-        else None,
-        metrics_fn=bert_pretraining_metrics,
-        model_kwargs={"labelled_only": True},
+        eval_collate_fn=eval_collate,
+        metrics_fn=fam.metrics,
+        model_kwargs=dict(fam.model_kwargs) if fam.model_kwargs else None,
+        perplexity=fam.perplexity,
     ), cfg
 
 
@@ -353,7 +333,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     # the loop's clock: state.seconds and the history count CPU seconds
     training.time = cpu_clock()
-    prepare = prepare_gpt2_data if args.family == "gpt2" else prepare_bert_data
+    prepare = FAMILIES[args.family].prepare
     datas = {}
 
     def data_for(recipe):
