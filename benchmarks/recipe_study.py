@@ -210,6 +210,46 @@ RECIPES = {
             model=dict(num_hidden_layers=1, attn_implementation="eager"),
             why="one layer, attention written out, 40 % masked in training",
         ),
+        "context-32": dict(
+            train=dict(lr=1e-3, batch_size=64),
+            model=dict(num_hidden_layers=2),
+            data=dict(max_length=32),
+            why=(
+                "2 layers, pairs of 32 tokens (64 a batch: the same tokens "
+                "a step)"
+            ),
+        ),
+        "context-32-mask-40%": dict(
+            train=dict(lr=1e-3, batch_size=64),
+            model=dict(num_hidden_layers=2),
+            data=dict(max_length=32),
+            mlm=0.4,
+            why="2 layers, pairs of 32 tokens, 40 % masked in training",
+        ),
+        "eager-context-32-mask-40%": dict(
+            train=dict(lr=1e-3, batch_size=64),
+            model=dict(num_hidden_layers=2, attn_implementation="eager"),
+            data=dict(max_length=32),
+            mlm=0.4,
+            why=(
+                "2 layers, pairs of 32 tokens, 40 % masked in training, "
+                "attention written out"
+            ),
+        ),
+        "eager-context-32-mask-40%-lr-2e-3": dict(
+            train=dict(lr=2e-3, batch_size=64, warmup_ratio=0.1),
+            model=dict(num_hidden_layers=2, attn_implementation="eager"),
+            data=dict(max_length=32),
+            mlm=0.4,
+            why="the same at twice the learning rate, 10 % warm-up",
+        ),
+        "eager-context-64-mask-40%": dict(
+            train=dict(lr=1e-3, batch_size=32),
+            model=dict(num_hidden_layers=2, attn_implementation="eager"),
+            data=dict(max_length=64),
+            mlm=0.4,
+            why="2 layers, attention written out, pairs of 64 tokens",
+        ),
     },
 }
 # evaluations per recipe, evenly spaced
@@ -362,6 +402,8 @@ def main(argv=None):
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         precision=training.resolve_precision("auto", "cpu"),
         eval_batches=EVAL_BATCHES,
+        # notes added by hand about earlier commands are kept
+        **({"notes": meta["notes"]} if meta.get("notes") else {}),
     )
     report.setdefault("recipes", {})
     names = args.only or list(RECIPES[args.family])

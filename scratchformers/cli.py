@@ -157,8 +157,8 @@ def _row(kind: str, name: str, preset, flops: float) -> list[str]:
         for m in model.modules()
         if type(m).__name__ == "Embedding"
     )
-    # BERT's MLM head sees only the masked 15% of tokens
-    head = 0.15 if kind == "bert" else 1.0
+    # BERT's MLM head sees only the masked tokens (15 %, or the preset's)
+    head = (preset.mlm_probability or 0.15) if kind == "bert" else 1.0
     # FLOPs per token: forward + backward through the weights, the LM head, and
     # attention
     per_token = (

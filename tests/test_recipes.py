@@ -3,6 +3,7 @@
 """The recipes: presets, one run function over the families, what a run
 saves."""
 
+import dataclasses
 import json
 import math
 
@@ -287,3 +288,32 @@ def test_full_preset_takes_two_steps_on_cpu(family, tmp_path, capsys):
     # ~2 GB of weights and optimizer state: don't leave them in pytest's temp
     # dirs
     shutil.rmtree(tmp_path / "run")
+
+
+def test_preset_mask_rate_trains_at_it_and_evaluates_at_15(
+    monkeypatch, tmp_path, cache
+):
+    "A preset's mlm_probability masks the training batches; eval keeps 15 %."
+    tiny = BERT_PRESETS["tiny"]
+    assert tiny.mlm_probability is None  # the data's own collator
+    monkeypatch.setitem(
+        BERT_PRESETS, "tiny-40", dataclasses.replace(tiny, mlm_probability=0.4)
+    )
+    seen, real_train = {}, recipes.train
+
+    def spy(*args, collate_fn=None, eval_collate_fn=None, **kw):
+        seen["train"], seen["eval"] = collate_fn, eval_collate_fn
+        return real_train(
+            *args, collate_fn=collate_fn, eval_collate_fn=eval_collate_fn, **kw
+        )
+
+    monkeypatch.setattr(recipes, "train", spy)
+    run = pretrain_bert("tiny-40", cache_dir=cache, progress=False)
+    assert seen["train"].mlm_probability == 0.4
+    assert seen["eval"].mlm_probability == 0.15
+    assert run.total_steps == tiny.train["max_steps"]
+    ids = torch.arange(5, 600).repeat(4, 1)  # (4, 595) ordinary tokens
+    mask = torch.ones_like(ids)
+    share = lambda c: (c.mask_tokens(ids, mask)[1] != -100).float().mean()
+    assert abs(share(seen["train"]) - 0.4) < 0.03
+    assert abs(share(seen["eval"]) - 0.15) < 0.03
