@@ -89,7 +89,7 @@ BERT_PRESETS = {
         "pocket",
         dict(
             lr=1e-3,
-            epochs=6,
+            epochs=5,
             batch_size=64,
             warmup_ratio=0.05,
             weight_decay=0.01,
