@@ -42,16 +42,18 @@ from scratchformers import training  # noqa: E402
 from scratchformers.checks import atomic_write_text  # noqa: E402
 from scratchformers.data import MLMCollator, get_scale  # noqa: E402
 from scratchformers.tokenization import GPT2_EOS  # noqa: E402
-from scratchformers.recipes import FAMILIES, recipe_config  # noqa: E402
+from scratchformers.recipes import FAMILIES, RunPreset  # noqa: E402
+from scratchformers.recipes import recipe_config  # noqa: E402
 from scratchformers.training import (  # noqa: E402
     count_parameters,
     cpu_model,
     train,
 )
 
-# Each recipe: what it changes from the current pocket preset (TrainConfig
-# fields under "train", model config fields under "model"), and why it is worth
-# trying.
+# Each recipe: what it changes from the study's base (STUDY_BASE below: the
+# pocket presets as they were when the study began; TrainConfig fields under
+# "train", model config fields under "model", data scale fields under "data"),
+# and why it is worth trying.
 RECIPES = {
     "gpt2": {
         "baseline": dict(
@@ -112,6 +114,32 @@ RECIPES = {
             why=(
                 "half the width, attention written out "
                 "(faster than the fused kernel on a CPU)"
+            ),
+        ),
+        "4x128-betas-0.99": dict(
+            train=dict(lr=1e-3, adam_betas=(0.9, 0.99)),
+            model=dict(n_embd=128, n_head=2),
+            why="half the width, Adam beta2 0.99 instead of 0.95",
+        ),
+        "4x128-lr-4e-3-init-0.05": dict(
+            train=dict(lr=4e-3, warmup_steps=200),
+            model=dict(n_embd=128, n_head=2, initializer_range=0.05),
+            why=(
+                "half the width, 4x the lr (200 warm-up steps), weights "
+                "drawn with std 0.05 instead of 0.02"
+            ),
+        ),
+        "4x128-1-head-lr-5e-3-betas-0.99": dict(
+            train=dict(lr=5e-3, warmup_steps=300, adam_betas=(0.9, 0.99)),
+            model=dict(
+                n_embd=128,
+                n_head=1,
+                attn_implementation="eager",
+                initializer_range=0.05,
+            ),
+            why=(
+                "half the width, one head, attention written out, 5x the lr "
+                "(300 warm-up steps), beta2 0.99, std 0.05"
             ),
         ),
         "4x128-eager-context-256": dict(
@@ -252,6 +280,36 @@ RECIPES = {
         ),
     },
 }
+# What every recipe starts from: the pocket presets as they were when the study
+# began (the presets have since become the study's winners). A fixed base keeps
+# a recorded recipe's meaning: re-run, it trains what it trained then.
+STUDY_BASE = {
+    "gpt2": RunPreset(
+        "pocket",
+        "pocket",
+        dict(
+            lr=1e-3,
+            batch_size=4,
+            warmup_steps=50,
+            weight_decay=0.1,
+            adam_betas=(0.9, 0.95),
+            precision="auto",
+        ),
+        dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+    ),
+    "bert": RunPreset(
+        "pocket",
+        "pocket",
+        dict(
+            lr=5e-4,
+            batch_size=16,
+            warmup_ratio=0.05,
+            weight_decay=0.01,
+            precision="auto",
+        ),
+        dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+    ),
+}
 # evaluations per recipe, evenly spaced
 EVALS = 6
 # held-out batches per evaluation (the same ones every time)
@@ -269,10 +327,10 @@ def cpu_clock():
 
 
 def make_model(family: str, data, model_overrides: dict):
-    """A fresh pocket model of `family` (seed 0) with the preset's and the
+    """A fresh pocket model of `family` (seed 0) with the study base's and the
     recipe's config changes."""
     fam = FAMILIES[family]
-    kw = {**fam.presets["pocket"].model_overrides, **model_overrides}
+    kw = {**STUDY_BASE[family].model_overrides, **model_overrides}
     torch.manual_seed(0)
     config = fam.config.pocket(
         vocab_size=data.tokenizer.get_vocab_size(),
@@ -286,7 +344,7 @@ def run(family: str, data, valid, recipe: dict, steps: int, eval_every: int):
     "Train one recipe for `steps` steps; the TrainResult."
     fam = FAMILIES[family]
     cfg = recipe_config(
-        fam.presets["pocket"],
+        STUDY_BASE[family],
         None,
         dict(
             max_steps=steps,
