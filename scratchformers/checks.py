@@ -43,6 +43,7 @@ __all__ = [
     'atomic_write_text',
     'atomic_save',
     'atomic_dir',
+    'torch_load_reason',
     'hub_reachable',
 ]
 
@@ -324,6 +325,19 @@ def atomic_dir(path, write):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(path.parent)
+
+
+# %% ../book/00_checks.ipynb #abea30e6
+def torch_load_reason(e: BaseException) -> str:
+    """Why `torch.load(..., weights_only=True)` failed, in one line: the error's
+    type and the first sentence of its message, without PyTorch's advice to
+    retry with `weights_only=False` (which would run the file's code)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+        text = text.split("Check the documentation", 1)[0]
+    text = " ".join(text.split()).split(". ")[0].rstrip(".")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 # %% ../book/00_checks.ipynb #114e7ad7

@@ -844,6 +844,8 @@ def check_checkpoint(path: Path) -> Path:
     lacks and what to do."""
     import torch
 
+    from scratchformers.checks import torch_load_reason
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -856,9 +858,9 @@ def check_checkpoint(path: Path) -> Path:
         )
     except Exception as e:
         raise ValueError(
-            f"cannot read the checkpoint {path} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}): it is corrupt or "
-            "not a training checkpoint; delete it to start a fresh run"
+            f"cannot read the checkpoint {path} ({torch_load_reason(e)}): it "
+            "is corrupt or not a training checkpoint; delete it to start a "
+            "fresh run"
         ) from None
     missing = [
         k

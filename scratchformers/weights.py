@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 # old home, scratchformers.weights, still provides them
 from .checks import atomic_path, atomic_save, atomic_write_bytes
 from .checks import atomic_write_text, hub_reachable
+from .checks import torch_load_reason
 
 
 # %% ../book/04a_weights.ipynb #6d55ce5e
@@ -162,8 +163,9 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"cannot read {path}: {e}. The file is corrupt, truncated or not a "
-            "PyTorch state dict; save or download it again"
+            f"cannot read {path} ({torch_load_reason(e)}): the file is "
+            "corrupt, truncated or not a PyTorch state dict; save or download "
+            "it again"
         ) from e
     if not isinstance(sd, dict) or not all(
         isinstance(v, torch.Tensor) for v in sd.values()

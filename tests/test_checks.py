@@ -463,3 +463,27 @@ def test_atomic_dir_publishes_whole_directories_and_keeps_a_concurrent_one(
     with pytest.raises(OSError, match="disk full"):
         atomic_dir(tmp_path / "e", broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_torch_load_reason_is_one_line_without_unsafe_advice(tmp_path):
+    from scratchformers.checks import torch_load_reason
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2)}, good)
+    damage = {
+        "not a pickle": b"not a pickle",
+        "empty": b"",
+        "cut in half": good.read_bytes()[: good.stat().st_size // 2],
+    }
+    for what, data in damage.items():
+        f = tmp_path / "bad.pt"
+        f.write_bytes(data)
+        with pytest.raises(Exception) as info:
+            torch.load(f, weights_only=True)
+        reason = torch_load_reason(info.value)
+        assert "\n" not in reason and "weights_only" not in reason, (
+            what,
+            reason,
+        )
+        assert reason.startswith(type(info.value).__name__), (what, reason)
+        assert len(reason) < 200, (what, reason)
