@@ -85,7 +85,7 @@ from tqdm.auto import tqdm
 from .bert import BertConfig
 from .checks import atomic_save, atomic_write_bytes
 from .checks import atomic_write_text, check, is_int, is_number
-from .checks import plain_numbers
+from .checks import plain_numbers, torch_load_reason
 from .gpt2 import GPT2Config
 
 # %% ../book/06_training.ipynb #5de726f8
@@ -918,8 +918,8 @@ def read_checkpoint(path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"cannot read the checkpoint {path} ({type(e).__name__}: {e}); it "
-            "is corrupt or not a training checkpoint: start a fresh run"
+            f"cannot read the checkpoint {path} ({torch_load_reason(e)}): it "
+            "is corrupt or not a training checkpoint; start a fresh run"
         ) from e
     missing = [
         k
