@@ -104,6 +104,57 @@ def test_notebooks_are_clean(tmp_path):
 # ---- the tests themselves are exported from the notebooks (`make export`) ----
 
 
+def _parts() -> dict[str, list[str]]:
+    "caption -> the files of that part of the table of contents, in order"
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    out = {}
+    for part in toc["parts"]:
+        files, todo = [], list(part["chapters"])
+        while todo:
+            e = todo.pop(0)
+            files.append(e["file"])
+            todo[:0] = e.get("sections", [])
+        out[part["caption"]] = files
+    return out
+
+
+_EXPORTING = re.compile(
+    r"^#\|\s*(default_exp|export|exporti|exports|test_file)\b",
+    re.M,
+)
+
+
+def test_engineering_appendices_export_nothing_and_are_linked():
+    """The Engineering part comes after the core chapters; its appendices
+    (book/e*.ipynb) only show and check code that a core chapter exports, so no
+    module is read after a module that imports it, and each is linked from a
+    core chapter."""
+    parts = _parts()
+    captions = list(parts)
+    assert captions.index("Engineering") > captions.index("Training and use")
+    appendices = [
+        f for f in parts["Engineering"] if Path(f).name.startswith("e")
+    ]
+    assert len(appendices) >= 4, parts["Engineering"]
+    core = [f for c in ("Data", "Models", "Training and use") for f in parts[c]]
+    core_text = "".join(
+        (ROOT / f"{f}.ipynb").read_text(encoding="utf-8") for f in core
+    )
+    for f in appendices:
+        nb = nbformat.read(ROOT / f"{f}.ipynb", as_version=4)
+        exporting = [
+            c.source.splitlines()[0]
+            for c in nb.cells
+            if c.cell_type == "code" and _EXPORTING.search(c.source)
+        ]
+        assert not exporting, f"{f} exports code: {exporting}"
+        assert f"{Path(f).name}.ipynb" in core_text, (
+            f"no core chapter links to the appendix {f}"
+        )
+
+
 def _export_tests(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(EXPORT_TESTS), "--root", str(root), *args],
