@@ -16,6 +16,23 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def toc_parts() -> dict[str, list[str]]:
+    """caption -> the files of that part of `_toc.yml`, in reading order (a
+    chapter's sections right after it)."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    out = {}
+    for part in toc["parts"]:
+        files, todo = [], list(part["chapters"])
+        while todo:
+            e = todo.pop(0)
+            files.append(e["file"])
+            todo[:0] = e.get("sections", [])
+        out[part["caption"]] = files
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Run a module's tiny models on one thread: many times faster, above all

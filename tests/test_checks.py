@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from scratchformers.checks import atomic_dir, atomic_path, atomic_save
 from scratchformers.checks import atomic_write_text, check_ids, check_input_ids
 from scratchformers.checks import check_labels, check_mask_values, is_int
 from scratchformers.checks import is_number
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, toc_parts
+
 PKG = ROOT / "scratchformers"
 
 
@@ -187,18 +187,8 @@ def test_model_sizes_come_from_one_table():
 
 
 def _toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    order = []
-
-    def walk(entries):
-        for e in entries or []:
-            order.append(e["file"])
-            walk(e.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return order
+    "Every file of the table of contents, in reading order."
+    return [f for files in toc_parts().values() for f in files]
 
 
 def _module_of(notebook: Path) -> str | None:

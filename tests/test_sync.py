@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from conftest import ROOT
+from conftest import ROOT, toc_parts
 
 BIN = Path(sys.executable).parent
 FIT = ROOT / "_ext" / "fit_page.py"
@@ -104,22 +104,6 @@ def test_notebooks_are_clean(tmp_path):
 # ---- the tests themselves are exported from the notebooks (`make export`) ----
 
 
-def _parts() -> dict[str, list[str]]:
-    "caption -> the files of that part of the table of contents, in order"
-    import yaml
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    out = {}
-    for part in toc["parts"]:
-        files, todo = [], list(part["chapters"])
-        while todo:
-            e = todo.pop(0)
-            files.append(e["file"])
-            todo[:0] = e.get("sections", [])
-        out[part["caption"]] = files
-    return out
-
-
 _EXPORTING = re.compile(
     r"^#\|\s*(default_exp|export|exporti|exports|test_file)\b",
     re.M,
@@ -131,7 +115,7 @@ def test_engineering_appendices_export_nothing_and_are_linked():
     (book/e*.ipynb) only show and check code that a core chapter exports, so no
     module is read after a module that imports it, and each is linked from a
     core chapter."""
-    parts = _parts()
+    parts = toc_parts()
     captions = list(parts)
     assert captions.index("Engineering") > captions.index("Training and use")
     appendices = [
